@@ -1,0 +1,3 @@
+"""xgenmm-data."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""xgenmm-eval."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""xgenmm-sampler."""
+
+__version__ = "0.1.0"

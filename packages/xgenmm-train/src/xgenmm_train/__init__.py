@@ -1,0 +1,3 @@
+"""xgenmm-train."""
+
+__version__ = "0.1.0"

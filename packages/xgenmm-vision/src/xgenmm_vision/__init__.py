@@ -1,0 +1,3 @@
+"""xgenmm-vision."""
+
+__version__ = "0.1.0"
