@@ -1,11 +1,122 @@
-"""Command-line entry point (filled in by the package's issue)."""
+"""`xgenmm-data`: validate a data mixture (`check`) and write webdataset shards (`shard`).
 
+    xgenmm-data check mix.yaml [--path-map paths.yaml] [--image-root DIR] [--tokenizer DIR]
+    xgenmm-data shard --mixture mix.yaml --out shards/ --max-size 1GB
+
+Exit status: 0 = clean / written, 1 = problems found (check) or records skipped above the limit (shard),
+2 = fatal (missing data file, unreadable JSON, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
 import sys
+
+from .check import check_mixture
+from .sources import DataError, Mixture
+
+
+def _load_tokenizer(path):
+    if path is None:
+        return None
+    try:
+        from transformers import AutoTokenizer  # optional: exact token counts for `check`
+    except ImportError:
+        raise SystemExit("--tokenizer needs transformers: pip install transformers") from None
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _mixture(args) -> Mixture:
+    return Mixture.from_path(args.mixture, path_map=args.path_map, image_root=args.image_root)
+
+
+def cmd_check(args) -> int:
+    try:
+        mix = _mixture(args)
+    except DataError as e:
+        print("FATAL: the run cannot start:\n" + "\n".join(f"  {p}" for p in e.problems), file=sys.stderr)
+        return 2
+    report = check_mixture(
+        mix,
+        tokenizer=_load_tokenizer(args.tokenizer),
+        template=args.template,
+        max_length=args.max_length,
+        max_images=args.max_images,
+        decode=not args.no_decode,
+    )
+    print(report.format(args.max_examples))
+    if report.fatal:
+        return 2
+    return 0 if report.ok else 1
+
+
+def cmd_shard(args) -> int:
+    from .shards import write_shards
+
+    try:
+        refs = _mixture(args).load()
+    except DataError as e:
+        print("FATAL:\n" + "\n".join(f"  {p}" for p in e.problems), file=sys.stderr)
+        return 2
+    info = write_shards(
+        refs, args.out, max_size=args.max_size, max_count=args.max_count, max_images=args.max_images
+    )
+    print(f"wrote {info['written']} samples to {len(info['shards'])} shard(s) in {args.out}")
+    for reason, n in info["skipped_by_reason"].items():
+        print(f"  skipped {n}: {reason}")
+    total = info["written"] + info["skipped"]
+    if total and info["skipped"] / total > args.max_bad_fraction:
+        print(
+            f"FAILED: {info['skipped']} of {total} records skipped (> {args.max_bad_fraction:.2%})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xgenmm-data", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--path-map", help="YAML mapping or Python file with IMAGE_FOLDER_DICT")
+        sp.add_argument("--image-root", help="folder that relative image paths are joined to")
+        sp.add_argument("--max-images", type=int, default=4)
+
+    c = sub.add_parser("check", help="validate a mixture YAML / data file / folder and print a problem table")
+    c.add_argument("mixture", nargs="?")
+    c.add_argument("--mixture", dest="mixture_opt")
+    common(c)
+    c.add_argument("--tokenizer", help="tokenizer folder for exact lengths (needs transformers)")
+    c.add_argument("--template", default="phi_3")
+    c.add_argument("--max-length", type=int, default=2048)
+    c.add_argument(
+        "--no-decode", action="store_true", help="read image headers only (faster, misses truncation)"
+    )
+    c.add_argument("--max-examples", type=int, default=20)
+    c.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("shard", help="write webdataset tar shards of a mixture")
+    s.add_argument("mixture", nargs="?")
+    s.add_argument("--mixture", dest="mixture_opt")
+    s.add_argument("--out", required=True)
+    s.add_argument("--max-size", default="1GB")
+    s.add_argument("--max-count", type=int, default=100_000)
+    s.add_argument("--max-bad-fraction", type=float, default=0.01)
+    common(s)
+    s.set_defaults(func=cmd_shard)
+    return p
 
 
 def main(argv=None) -> int:
-    print("usage: xgenmm-data cli — not implemented yet", file=sys.stderr)
-    return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.mixture = args.mixture or args.mixture_opt
+    if not args.mixture:
+        parser.error("give a mixture YAML, data file or folder")
+    return args.func(args)
 
 
 if __name__ == "__main__":
