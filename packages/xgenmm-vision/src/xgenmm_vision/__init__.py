@@ -1,3 +1,48 @@
-"""xgenmm-vision."""
+"""xgenmm-vision: anyres image tiling, crop-feature regrouping and SigLIP / open_clip vision encoders for xGen-MM.
+
+Sizes are (width, height) throughout.
+"""
+
+from .anyres import (
+    XGENMM_GRID_MULTIPLES,
+    XGENMM_GRIDS,
+    AnyResBatch,
+    AnyResImage,
+    AnyResImageProcessor,
+    grid_shape,
+    normalize_grids,
+    resized_size,
+    select_best_resolution,
+)
+from .regroup import regroup_anyres_features, unpad_mask
+from .siglip import SIGLIP_SO400M, SiglipVisionEncoder, siglip_so400m_config
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # open_clip is an optional extra and slow to import: load its encoder only when asked for.
+    if name == "OpenClipVisionEncoder":
+        from .open_clip_encoder import OpenClipVisionEncoder
+
+        return OpenClipVisionEncoder
+    raise AttributeError(f"module 'xgenmm_vision' has no attribute {name!r}")
+
+
+__all__ = [
+    "SIGLIP_SO400M",
+    "XGENMM_GRIDS",
+    "XGENMM_GRID_MULTIPLES",
+    "AnyResBatch",
+    "AnyResImage",
+    "AnyResImageProcessor",
+    "OpenClipVisionEncoder",
+    "SiglipVisionEncoder",
+    "grid_shape",
+    "normalize_grids",
+    "regroup_anyres_features",
+    "resized_size",
+    "select_best_resolution",
+    "siglip_so400m_config",
+    "unpad_mask",
+]

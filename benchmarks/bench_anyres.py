@@ -1,0 +1,204 @@
+"""Throughput of the anyres image processor vs the original xGen-MM procedure (JPEG decode included).
+
+    uv run python benchmarks/bench_anyres.py            # full run (a few minutes on 2 cores)
+    uv run python benchmarks/bench_anyres.py --quick    # smoke run
+
+"original" restates LAVIS `any_res_data_utils.process_anyres_image` + the factory.py per-crop transform: decode with
+`.convert("RGB")`, PIL resize + paste on a black canvas + PIL crops, base image squashed with PIL, then for every
+crop a torchvision `Resize((S, S), bicubic) → ToTensor → Normalize(0.5, 0.5)` and `torch.stack`. torchvision's
+transform is used when it is installed, else the same steps written out (PIL resize, to tensor, normalise).
+"ours" is `xgenmm_vision.AnyResImageProcessor` on `Image.open(...)`. Both run single-threaded (torch threads = 1,
+as in a DataLoader worker); the two are interleaved rep by rep so machine load hits both alike. Prints one JSON
+object: images/s (median over reps) per input size, the speed-up, and whether the outputs are bit-identical.
+It also times decode + the two PIL bicubic resizes alone, the part both must do to be bit-exact, which bounds the
+possible speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import platform
+import statistics
+import time
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image
+
+from xgenmm_vision import XGENMM_GRIDS, AnyResImageProcessor, resized_size, select_best_resolution
+
+SIZES = [(640, 480), (1920, 1080), (500, 2000)]
+
+
+def make_jpeg(width: int, height: int, seed: int) -> bytes:
+    """A photo-like JPEG (smooth gradients + noise), quality 90."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    smooth = np.stack([xx * 255 // width, yy * 255 // height, (xx // 3 + yy // 5 + 40 * seed) % 256], axis=-1)
+    pixels = np.clip(smooth * 3 // 4 + rng.integers(0, 64, size=(height, width, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- the original procedure (spec §1.3)
+def original_select_best_resolution(original_size, possible_resolutions):
+    original_width, original_height = original_size
+    best_fit, max_effective, min_wasted = None, 0, float("inf")
+    for width, height in possible_resolutions:
+        scale = min(width / original_width, height / original_height)
+        downscaled_width, downscaled_height = int(original_width * scale), int(original_height * scale)
+        effective = min(downscaled_width * downscaled_height, original_width * original_height)
+        wasted = width * height - effective
+        if effective > max_effective or (effective == max_effective and wasted < min_wasted):
+            max_effective, min_wasted, best_fit = effective, wasted, (width, height)
+    return best_fit
+
+
+def original_resize_and_pad(image, target_resolution):
+    original_width, original_height = image.size
+    target_width, target_height = target_resolution
+    scale_w, scale_h = target_width / original_width, target_height / original_height
+    if scale_w < scale_h:
+        new_width, new_height = target_width, min(math.ceil(original_height * scale_w), target_height)
+    else:
+        new_height, new_width = target_height, min(math.ceil(original_width * scale_h), target_width)
+    resized = image.resize((new_width, new_height))
+    canvas = Image.new("RGB", (target_width, target_height), (0, 0, 0))
+    canvas.paste(resized, ((target_width - new_width) // 2, (target_height - new_height) // 2))
+    return canvas
+
+
+def original_divide_to_patches(image, patch_size):
+    width, height = image.size
+    return [
+        image.crop((left, top, left + patch_size, top + patch_size))
+        for top in range(0, height, patch_size)
+        for left in range(0, width, patch_size)
+    ]
+
+
+def make_crop_transform(size: int):
+    """factory.py "google" branch: Resize((S,S), bicubic, antialias) → RGB → ToTensor → Normalize(0.5, 0.5)."""
+    try:
+        from torchvision import transforms
+    except ImportError:
+        transforms = None
+    if transforms is not None:
+        return "torchvision", transforms.Compose(
+            [
+                transforms.Resize(
+                    (size, size), interpolation=transforms.InterpolationMode.BICUBIC, antialias=True
+                ),
+                lambda image: image.convert("RGB"),
+                transforms.ToTensor(),
+                transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+            ]
+        )
+    mean = torch.tensor((0.5, 0.5, 0.5)).view(-1, 1, 1)
+    std = torch.tensor((0.5, 0.5, 0.5)).view(-1, 1, 1)
+
+    def transform(image):  # the same steps as torchvision's Resize / ToTensor / Normalize on a PIL image
+        image = image.resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
+        tensor = torch.from_numpy(np.array(image, np.uint8, copy=True))
+        tensor = tensor.view(size, size, 3).permute((2, 0, 1)).contiguous().to(torch.float32).div(255)
+        return tensor.clone().sub_(mean).div_(std)
+
+    return "restated (torchvision not installed)", transform
+
+
+def original_process(data: bytes, transform, base_size: int = 384):
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    best = original_select_best_resolution(image.size, XGENMM_GRIDS)
+    patches = original_divide_to_patches(original_resize_and_pad(image, best), base_size)
+    patches = [image.resize((base_size, base_size))] + patches
+    return torch.stack([transform(p) for p in patches]), image.size
+
+
+def ours_process(data: bytes, processor):
+    out = processor(Image.open(io.BytesIO(data)))
+    return out.pixel_values, out.image_size
+
+
+def floor_process(data: bytes, processor):
+    """Only the steps any bit-exact implementation must do: decode and the two PIL bicubic resizes."""
+    image = Image.open(io.BytesIO(data))
+    best = select_best_resolution(image.size, processor.grids)
+    image.resize((processor.base_size, processor.base_size), Image.Resampling.BICUBIC)
+    image.resize(resized_size(image.size, best), Image.Resampling.BICUBIC)
+
+
+# ---------------------------------------------------------------- measurement
+def images_per_second(fn, inputs) -> float:
+    start = time.perf_counter()
+    for data in inputs:
+        fn(data)
+    return len(inputs) / (time.perf_counter() - start)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few images and reps (smoke run)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per size (median reported)")
+    parser.add_argument("--images", type=int, default=None, help="images per repetition")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = like a DataLoader worker)")
+    args = parser.parse_args(argv)
+    reps = args.reps or 5
+    per_rep = args.images or (2 if args.quick else 8)
+    torch.set_num_threads(args.threads)
+
+    processor = AnyResImageProcessor()
+    baseline_name, transform = make_crop_transform(processor.base_size)
+    original = lambda data: original_process(data, transform)  # noqa: E731
+    ours = lambda data: ours_process(data, processor)  # noqa: E731
+    floor = lambda data: floor_process(data, processor)  # noqa: E731
+
+    results = {}
+    for width, height in SIZES:
+        inputs = [make_jpeg(width, height, seed) for seed in range(per_rep)]
+        identical = True
+        for data in inputs:
+            (a, size_a), (b, size_b) = original(data), ours(data)
+            identical &= size_a == size_b and a.shape == b.shape and torch.equal(a, b)
+        original_rates, our_rates, floor_rates = [], [], []
+        for _ in range(reps):  # interleaved, so load from other processes hits all alike
+            original_rates.append(images_per_second(original, inputs))
+            our_rates.append(images_per_second(ours, inputs))
+            floor_rates.append(images_per_second(floor, inputs))
+        original_ips, our_ips = statistics.median(original_rates), statistics.median(our_rates)
+        floor_ips = statistics.median(floor_rates)
+        results[f"{width}x{height}"] = {
+            "original_images_per_s": round(original_ips, 2),
+            "ours_images_per_s": round(our_ips, 2),
+            "speedup": round(our_ips / original_ips, 2),
+            # decode + the two PIL resizes alone: no bit-exact implementation can beat this
+            "decode_and_resizes_only_images_per_s": round(floor_ips, 2),
+            "max_bit_exact_speedup": round(floor_ips / original_ips, 2),
+            "bit_identical": bool(identical),
+            "crops_per_image": int(processor.num_crops((width, height))),
+        }
+    report = {
+        "benchmark": "anyres_preprocessing",
+        "unit": "images/s, JPEG decode included, median of reps",
+        "quick": args.quick,
+        "reps": reps,
+        "images_per_rep": per_rep,
+        "torch_threads": args.threads,
+        "baseline_crop_transform": baseline_name,
+        "pillow": PIL.__version__,
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
+        "results": results,
+        "all_bit_identical": all(r["bit_identical"] for r in results.values()),
+        "min_speedup": min(r["speedup"] for r in results.values()),
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
