@@ -1,3 +1,48 @@
-"""xgenmm-lm."""
+"""xgenmm-lm: the assembled xGen-MM (BLIP-3) model — vision tokens into a causal LM, checkpoints in and out.
+
+`XGenMM` = SigLIP vision encoder (xgenmm-vision) → perceiver resampler (xgenmm-sampler) → splice into a
+transformers causal LM (Phi-3 for the released models) with the decoupled vocabulary extension. Loads the
+released `Salesforce/xgen-mm-phi3-mini-*-r-v1.5` checkpoints without remote code; `xgenmm-convert` converts
+between layouts.
+"""
+
+from .configuration import SIGLIP_SO400M_384, XGenMMConfig, default_grids, phi3_mini_config
+from .modeling import XGenMM, XGenMMOutput, shifted_cross_entropy
+from .splice import SpliceOutput, splice_vision_tokens
+from .tiny import tiny_config
+from .tokenization import (
+    END_TOKEN,
+    MEDIA_TOKEN,
+    add_special_tokens,
+    build_tokenizer,
+    initial_tokenizer_len,
+    stop_token_ids,
+    train_tiny_tokenizer,
+)
+from .vocab import DecoupledEmbedding, DecoupledLinear, extend_vocabulary
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "END_TOKEN",
+    "MEDIA_TOKEN",
+    "SIGLIP_SO400M_384",
+    "DecoupledEmbedding",
+    "DecoupledLinear",
+    "SpliceOutput",
+    "XGenMM",
+    "XGenMMConfig",
+    "XGenMMOutput",
+    "__version__",
+    "add_special_tokens",
+    "build_tokenizer",
+    "default_grids",
+    "extend_vocabulary",
+    "initial_tokenizer_len",
+    "phi3_mini_config",
+    "shifted_cross_entropy",
+    "splice_vision_tokens",
+    "stop_token_ids",
+    "tiny_config",
+    "train_tiny_tokenizer",
+]

@@ -1,11 +1,185 @@
-"""Command-line entry point (filled in by the package's issue)."""
+"""`xgenmm-convert`: move xGen-MM weights between the released HF layout, this package's layout and LAVIS `.pt` files.
 
+    xgenmm-convert hf-to-xgenmm   SNAPSHOT_DIR OUT_DIR      # released repo (keys vlm.*) -> this package
+    xgenmm-convert xgenmm-to-hf   CKPT_DIR OUT_DIR [--remote-code SNAPSHOT_DIR]
+    xgenmm-convert lavis-to-xgenmm CKPT.pt OUT_DIR [--config CONFIG] [--tokenizer DIR]
+
+Tensors are renamed only (the released names are `"vlm." + ` this package's names, spec §5.3): dtypes and bytes
+are kept. Every conversion first checks all tensor names and shapes against the model built from the config on
+the `meta` device, and writes atomically. hf-to-xgenmm and xgenmm-to-hf stream one shard at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
 import sys
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .checkpoint import (
+    INDEX_NAME,
+    SIDE_FILES,
+    atomic_directory,
+    check_keys,
+    detect_layout,
+    from_layout_key,
+    parse_dtype,
+    to_layout_key,
+    weight_map,
+    write_config,
+    write_shards,
+)
+from .configuration import XGenMMConfig
+
+
+def expected_shapes(config: XGenMMConfig) -> dict[str, torch.Size]:
+    """Tensor name → shape of the model built from `config` (on the meta device, no memory)."""
+    from .modeling import XGenMM
+
+    with torch.device("meta"):
+        model = XGenMM(config)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def _stored_shapes(directory: Path) -> dict[str, torch.Size]:
+    shapes = {}
+    by_file: dict[str, list[str]] = {}
+    for key, name in weight_map(directory).items():
+        by_file.setdefault(name, []).append(key)
+    for name, keys in by_file.items():
+        with safe_open(directory / name, framework="pt") as f:
+            for key in keys:
+                shapes[key] = torch.Size(f.get_slice(key).get_shape())
+    return shapes
+
+
+def _copy_side_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+    for name in SIDE_FILES:
+        if name not in skip and (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+
+
+def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, target: str, remote_code=None) -> None:
+    """Rename every tensor of the checkpoint in `src` into the `target` layout ("xgenmm" or "released")."""
+    src, dst = Path(src), Path(dst)
+    source = detect_layout(src)
+    if source == target:
+        raise ValueError(f"{src}: already in the {target!r} layout")
+    config = XGenMMConfig.from_pretrained(src)
+    stored = _stored_shapes(src)
+    renamed = {from_layout_key(k, source, src): v for k, v in stored.items()}
+    check_keys(expected_shapes(config), renamed, src)
+
+    mapping = weight_map(src)
+    files = list(dict.fromkeys(mapping.values()))
+    with atomic_directory(dst) as tmp:
+        new_map = {}
+        total = 0
+        for name in files:
+            tensors = {}
+            with safe_open(src / name, framework="pt") as f:
+                for key in f.keys():
+                    new_key = to_layout_key(from_layout_key(key, source, src), target)
+                    tensors[new_key] = f.get_tensor(key)
+            save_file(tensors, tmp / name, metadata={"format": "pt"})
+            new_map.update({k: name for k in tensors})
+            total += sum(t.numel() * t.element_size() for t in tensors.values())
+        with open(tmp / INDEX_NAME, "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": new_map}, f, indent=2)
+            f.write("\n")
+        generated = ("generation_config.json", "preprocessor_config.json") if target == "released" else ()
+        _copy_side_files(src, tmp, skip=generated)
+        write_config(config, tmp, target)
+        if remote_code is not None:
+            code_files = sorted(Path(remote_code).glob("*.py"))
+            if not code_files:
+                raise FileNotFoundError(f"{remote_code}: no *.py remote-code files to copy")
+            for py in code_files:
+                shutil.copy2(py, tmp / py.name)
+
+
+def load_lavis_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A LAVIS checkpoint: a bare state dict or `{"model_state_dict": ...}`, read with `weights_only=True`."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read as a weights-only torch checkpoint: {e}") from e
+    if isinstance(obj, dict) and "model_state_dict" in obj:
+        obj = obj["model_state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors (bare or under 'model_state_dict')")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def convert_lavis(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    config_path=None,
+    tokenizer_dir=None,
+    max_shard_size="5GB",
+    dtype=None,
+) -> None:
+    """Write a LAVIS `.pt` checkpoint in this package's layout (default config: the released model)."""
+    config = XGenMMConfig() if config_path is None else XGenMMConfig.from_pretrained(config_path)
+    state = load_lavis_state_dict(src)
+    check_keys(expected_shapes(config), {k: v.shape for k, v in state.items()}, src)
+    dtype = parse_dtype(dtype)
+    if dtype is not None:
+        state = {k: v.to(dtype) for k, v in state.items()}
+        config.dtype = str(dtype).removeprefix("torch.")
+    with atomic_directory(dst) as tmp:
+        write_config(config, tmp, "xgenmm")
+        write_shards(state, tmp, max_shard_size)
+        if tokenizer_dir is not None:
+            _copy_side_files(Path(tokenizer_dir), tmp)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xgenmm-convert", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("hf-to-xgenmm", help="released HF snapshot (keys vlm.*) -> this package's layout")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p = sub.add_parser("xgenmm-to-hf", help="this package's layout -> released HF layout")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument(
+        "--remote-code", help="copy the *.py remote-code files from this released snapshot directory"
+    )
+    p = sub.add_parser("lavis-to-xgenmm", help="LAVIS .pt checkpoint -> this package's layout")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument(
+        "--config", help="config.json (either layout) or a checkpoint dir; default: released model"
+    )
+    p.add_argument("--tokenizer", help="directory whose tokenizer files are copied along")
+    p.add_argument("--max-shard-size", default="5GB")
+    p.add_argument("--dtype", default=None, help="cast tensors, e.g. bfloat16 (default: keep)")
+    return parser
 
 
 def main(argv=None) -> int:
-    print("usage: xgenmm-lm convert — not implemented yet", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "hf-to-xgenmm":
+            convert_layout(args.src, args.dst, "xgenmm")
+        elif args.command == "xgenmm-to-hf":
+            convert_layout(args.src, args.dst, "released", remote_code=args.remote_code)
+        else:
+            convert_lavis(args.src, args.dst, args.config, args.tokenizer, args.max_shard_size, args.dtype)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"xgenmm-convert: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.dst}")
+    return 0
 
 
 if __name__ == "__main__":

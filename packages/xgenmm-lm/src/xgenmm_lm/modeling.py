@@ -1,0 +1,416 @@
+"""The assembled xGen-MM (BLIP-3) model: SigLIP → regroup → perceiver resampler → splice → causal LM.
+
+Sub-module names are the released checkpoint's state-dict prefixes (spec §5.3): `vision_encoder`,
+`vision_tokenizer`, `lang_model`. The LM is transformers' own class for `text_config` (Phi3ForCausalLM for the
+released model) with the decoupled vocabulary extension of `vocab.py`.
+
+Reads top to bottom: helpers → output class → `XGenMM` (build, vision features, input preparation, forward,
+generate, persistence helpers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from xgenmm_sampler import PerceiverResampler
+from xgenmm_vision import AnyResImageProcessor, SiglipVisionEncoder, regroup_anyres_features
+
+from .configuration import XGenMMConfig
+from .splice import splice_vision_tokens
+from .vocab import extend_vocabulary
+
+
+@contextlib.contextmanager
+def empty_parameters():
+    """Create every `nn.Parameter` on the `meta` device (buffers stay real) — fast construction before a load.
+
+    Parameters are materialised by `load_state_dict(..., assign=True)`; non-persistent buffers (rotary
+    frequencies, position ids) are computed normally.
+    """
+    original = nn.Module.register_parameter
+
+    def register_parameter(module, name, param):
+        original(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_parameter
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+def shifted_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    segment_ids: torch.Tensor | None = None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Next-token cross entropy: position t predicts `labels[t + 1]`; -100 is ignored.
+
+    logits `(B, L, V)`, labels `(B, L)`; with `segment_ids` `(B, L)` (packed rows) a target in another sample than
+    its predicting position is ignored, so packed and unpacked losses agree. Mean over the supervised targets, or
+    their sum divided by `num_items_in_batch` when given (gradient accumulation).
+    """
+    targets = labels[:, 1:].clone()
+    if segment_ids is not None:
+        targets = targets.masked_fill(segment_ids[:, 1:] != segment_ids[:, :-1], -100)
+    flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    reduction = "mean" if num_items_in_batch is None else "sum"
+    loss = F.cross_entropy(
+        flat_logits, targets.reshape(-1).to(logits.device), ignore_index=-100, reduction=reduction
+    )
+    if num_items_in_batch is not None:
+        loss = loss / num_items_in_batch
+    return loss
+
+
+@dataclass
+class XGenMMOutput(CausalLMOutputWithPast):
+    """`CausalLMOutputWithPast` over the expanded (text + vision) sequence of length L'.
+
+    Adds `labels (B, L')` (-100 on vision positions and padding) and `attention_mask (B, L')`, so trainers can
+    compute their own token-level losses; `segment_ids (B, L')` for packed rows.
+    """
+
+    labels: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    segment_ids: torch.Tensor | None = None
+
+
+class XGenMM(nn.Module):
+    """xGen-MM: vision encoder + perceiver resampler + causal LM with the decoupled vocabulary extension.
+
+    Args:
+        config: `XGenMMConfig`.
+        attn_implementation: the LM's attention ("sdpa" default, "eager", "flash_attention_2", ...).
+    """
+
+    def __init__(self, config: XGenMMConfig, attn_implementation: str | None = "sdpa", dtype=torch.float32):
+        super().__init__()
+        self.config = config
+        self.vision_encoder = SiglipVisionEncoder.from_config(config.vision_config, dtype=dtype)
+        self.vision_tokenizer = PerceiverResampler.from_config(config.sampler_config).to(dtype)
+        lm_kwargs = {"dtype": dtype}
+        if attn_implementation is not None:
+            lm_kwargs["attn_implementation"] = attn_implementation
+        self.lang_model = AutoModelForCausalLM.from_config(copy.deepcopy(config.text_config), **lm_kwargs)
+        extend_vocabulary(
+            self.lang_model,
+            config.initial_tokenizer_len,
+            num_additional=3,
+            initializer_range=getattr(config.text_config, "initializer_range", 0.02),
+        )
+        self.lang_model.generation_config = GenerationConfig(
+            bos_token_id=config.bos_token_id,
+            eos_token_id=list(config.eos_token_id),
+            pad_token_id=config.pad_token_id,
+        )
+
+    # ----- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls, config: XGenMMConfig, attn_implementation: str | None = "sdpa", dtype: torch.dtype | None = None
+    ) -> XGenMM:
+        """Randomly initialised model (tiny test models, or the real sizes on the `meta` device)."""
+        return cls(config, attn_implementation=attn_implementation, dtype=dtype or torch.float32)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        dtype: torch.dtype | str | None = None,
+        device_map: str | torch.device | None = None,
+        attn_implementation: str | None = "sdpa",
+    ) -> XGenMM:
+        """Load this package's checkpoint or a released xgen-mm snapshot (keys `vlm.*`), offline.
+
+        Args:
+            path_or_repo_id: a local directory, or a hub repo id resolved through the local HF cache /
+                `snapshot_download` (fails fast when offline and not cached).
+            dtype: parameter dtype; None or "auto" keeps the checkpoint's dtype.
+            device_map: a device ("cpu", "cuda", "cuda:1") or "auto" (cuda when available); default cpu.
+        Raises:
+            FileNotFoundError / ValueError naming the file and the missing/unexpected keys.
+        """
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(
+            cls, path_or_repo_id, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
+        )
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        tokenizer=None,
+        max_shard_size: int | str = "5GB",
+        layout: str = "xgenmm",
+    ) -> None:
+        """Write config.json + safetensors shards + `model.safetensors.index.json` (+ tokenizer files), atomically.
+
+        `layout="released"` writes the released (HF remote-code) layout instead: keys `vlm.*`, its config.json.
+        """
+        from .checkpoint import save_pretrained
+
+        save_pretrained(
+            self, save_directory, tokenizer=tokenizer, max_shard_size=max_shard_size, layout=layout
+        )
+
+    # ----- helpers for users -----------------------------------------------------------------------------------
+    def image_processor(self) -> AnyResImageProcessor:
+        """The `AnyResImageProcessor` matching this model (base size, grids, normalisation)."""
+        return AnyResImageProcessor(
+            base_size=self.config.vision_config.image_size,
+            grids=[tuple(g) for g in self.config.anyres_grids],
+            mean=self.config.image_mean,
+            std=self.config.image_std,
+        )
+
+    def num_vision_tokens(self, image_size: Sequence[int]) -> int:
+        """LM positions taken by one image of original size (w, h): num_latents × (1 + cols·rows)."""
+        return self.config.sampler_config.num_latents * self.image_processor().num_vision_groups(image_size)
+
+    def set_trainable(
+        self, vision_encoder: bool = False, vision_tokenizer: bool = True, lang_model: bool = True
+    ) -> XGenMM:
+        """Choose which parts train (reference: all but the vision encoder, spec §1.8)."""
+        if vision_encoder:
+            self.vision_encoder.unfreeze()
+        else:
+            self.vision_encoder.freeze()
+        self.vision_tokenizer.requires_grad_(vision_tokenizer)
+        self.lang_model.requires_grad_(lang_model)
+        return self
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Non-reentrant checkpointing of every perceiver layer and every LM decoder layer."""
+        self.vision_tokenizer.gradient_checkpointing = True
+        if hasattr(self.lang_model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            self.lang_model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            self.lang_model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.vision_tokenizer.gradient_checkpointing = False
+        if hasattr(self.lang_model, "activation_checkpointing_disable"):
+            self.lang_model.activation_checkpointing_disable()
+        else:
+            self.lang_model.gradient_checkpointing_disable()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lang_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.lang_model.parameters()).dtype
+
+    # ----- vision ----------------------------------------------------------------------------------------------
+    def encode_images(
+        self, pixel_values: list[list[torch.Tensor]], image_sizes: list[list[Sequence[int]]]
+    ) -> list[list[torch.Tensor]]:
+        """Vision tokens of every image: per sample, per image `(num_latents · groups, D_lm)`.
+
+        The vision encoder runs once over all crops of the batch, the sampler once over all groups.
+        pixel_values: per sample, per image `(Np, 3, S, S)`; image_sizes: per sample, per image original (w, h).
+        """
+        batch = len(pixel_values)
+        if image_sizes is None or len(image_sizes) != batch:
+            raise ValueError(
+                f"image_sizes must give one list of (w, h) per sample: got {None if image_sizes is None else len(image_sizes)} "
+                f"for {batch} samples"
+            )
+        size = self.config.vision_config.image_size
+        processor = self.image_processor()
+        flat_pixels, flat_sizes, counts = [], [], []
+        for b, (images, sizes) in enumerate(zip(pixel_values, image_sizes)):
+            if len(images) != len(sizes):
+                raise ValueError(f"sample {b}: {len(images)} images but {len(sizes)} image_sizes")
+            for k, (pixels, wh) in enumerate(zip(images, sizes)):
+                expected = processor.num_crops(tuple(wh))
+                if (
+                    pixels.ndim != 4
+                    or tuple(pixels.shape[1:]) != (3, size, size)
+                    or pixels.shape[0] != expected
+                ):
+                    raise ValueError(
+                        f"sample {b}, image {k}: pixel_values of shape {tuple(pixels.shape)}, expected "
+                        f"({expected}, 3, {size}, {size}) for an image of size {tuple(wh)} (1 base + grid crops)"
+                    )
+                flat_pixels.append(pixels)
+                flat_sizes.append(tuple(int(x) for x in wh))
+            counts.append(len(images))
+        if not flat_pixels:
+            return [[] for _ in range(batch)]
+
+        vision_dtype = next(self.vision_encoder.parameters()).dtype
+        crops = torch.cat(flat_pixels).to(device=self.device, dtype=vision_dtype)
+        features = self.vision_encoder(crops)  # (ΣNp, V, Dv)
+        groups, masks, groups_per_image = regroup_anyres_features(
+            features,
+            flat_sizes,
+            grids=[tuple(g) for g in self.config.anyres_grids],
+            base_size=size,
+            patch_size=self.config.vision_config.patch_size,
+            mode=self.config.regroup_mode,
+        )
+        sampler_dtype = next(self.vision_tokenizer.parameters()).dtype
+        tokens = self.vision_tokenizer(groups.to(sampler_dtype), masks)  # (G, n, D)
+        blocks = [t.reshape(-1, t.shape[-1]) for t in tokens.split(groups_per_image)]
+        out, start = [], 0
+        for count in counts:
+            out.append(blocks[start : start + count])
+            start += count
+        return out
+
+    # ----- input preparation -----------------------------------------------------------------------------------
+    def prepare_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values=None,
+        image_sizes=None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        padding_side: str = "right",
+    ):
+        """Embed the text, encode the images and splice them in → `SpliceOutput` over the expanded sequence."""
+        input_ids = input_ids.to(self.device)
+        pixel_values, image_sizes = _normalise_images(pixel_values, image_sizes, input_ids.shape[0])
+        image_embeds = self.encode_images(pixel_values, image_sizes)
+        text_embeds = self.lang_model.get_input_embeddings()(input_ids)
+        return splice_vision_tokens(
+            text_embeds,
+            input_ids,
+            self.config.media_token_id,
+            image_embeds,
+            attention_mask=attention_mask,
+            labels=labels,
+            position_ids=position_ids,
+            segment_ids=segment_ids,
+            padding_side=padding_side,
+        )
+
+    # ----- forward / generate ----------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values=None,
+        image_sizes=None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **lm_kwargs,
+    ) -> XGenMMOutput:
+        """Training / scoring forward over right-padded rows.
+
+        Args:
+            input_ids: `(B, L)` with one `<image>` id per image.
+            attention_mask: `(B, L)` 0/1 (None = all ones).
+            pixel_values: per sample a list of per-image `(Np, 3, S, S)` tensors (None or [] = text only).
+            image_sizes: per sample a list of original (w, h).
+            labels: `(B, L)`, -100 = not supervised.
+            position_ids, segment_ids: packed rows (TEXT coordinates); attention then stays inside each sample.
+            num_items_in_batch: divide the summed loss by this instead of taking the mean.
+            lm_kwargs: passed to the LM (e.g. `output_hidden_states`).
+        Returns:
+            `XGenMMOutput`: loss (mean CE over supervised tokens), logits `(B, L', initial_tokenizer_len + 3)`,
+            labels / attention_mask / segment_ids `(B, L')`.
+        """
+        spliced = self.prepare_inputs(
+            input_ids, attention_mask, pixel_values, image_sizes, labels, position_ids, segment_ids, "right"
+        )
+        packed = spliced.segment_ids is not None
+        out = self.lang_model(
+            inputs_embeds=spliced.inputs_embeds,
+            # Packed rows: no 2-D mask, so transformers derives the block-diagonal mask from the restarting
+            # position ids (SDPA/eager mask, or varlen flash-attention).
+            attention_mask=None if packed else spliced.attention_mask,
+            position_ids=spliced.position_ids,
+            use_cache=lm_kwargs.pop("use_cache", False),
+            **lm_kwargs,
+        )
+        loss = None
+        if spliced.labels is not None:
+            loss = shifted_cross_entropy(out.logits, spliced.labels, spliced.segment_ids, num_items_in_batch)
+        # transformers 5 names the cache field `cache`, 4.x `past_key_values`.
+        cache_field = "cache" if "cache" in XGenMMOutput.__dataclass_fields__ else "past_key_values"
+        return XGenMMOutput(
+            loss=loss,
+            logits=out.logits,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            labels=spliced.labels,
+            attention_mask=spliced.attention_mask,
+            segment_ids=spliced.segment_ids,
+            **{cache_field: out.get(cache_field)},
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values=None,
+        image_sizes=None,
+        **generation_kwargs,
+    ) -> torch.Tensor:
+        """Generate with the KV cache; returns only the new token ids `(B, T_new)` (padded with the pad id).
+
+        Prompts are re-padded on the LEFT after the splice. Stops on the config's `eos_token_id` list (eos and
+        `<|end|>`) unless `eos_token_id` is given. Any transformers generation argument works (`max_new_tokens`,
+        `do_sample`, `num_beams`, ...).
+        """
+        spliced = self.prepare_inputs(
+            input_ids, attention_mask, pixel_values, image_sizes, padding_side="left"
+        )
+        generation_kwargs.setdefault("eos_token_id", list(self.config.eos_token_id))
+        generation_kwargs.setdefault("pad_token_id", self.config.pad_token_id)
+        generation_kwargs.setdefault("use_cache", True)
+        return self.lang_model.generate(
+            inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, **generation_kwargs
+        )
+
+
+def _normalise_images(pixel_values, image_sizes, batch: int):
+    """Accept None / [] (text only), a per-sample list of tensors or of per-image lists; return lists of lists."""
+    if pixel_values is None:
+        return [[] for _ in range(batch)], [[] for _ in range(batch)]
+    if isinstance(pixel_values, torch.Tensor):
+        raise ValueError(
+            "pixel_values must be a list (one entry per sample) of lists of per-image (Np, 3, S, S) tensors, "
+            f"got a tensor of shape {tuple(pixel_values.shape)}"
+        )
+    if len(pixel_values) != batch:
+        raise ValueError(f"pixel_values has {len(pixel_values)} samples but input_ids has {batch}")
+    pixels = [[p] if isinstance(p, torch.Tensor) else list(p or []) for p in pixel_values]
+    if image_sizes is None:
+        if any(pixels):
+            raise ValueError("image_sizes (original (w, h) of every image) is required with pixel_values")
+        image_sizes = [[] for _ in range(batch)]
+    sizes = []
+    for p, s in zip(pixels, image_sizes):
+        s = list(s or [])
+        if len(p) == 1 and len(s) == 2 and all(isinstance(x, int) for x in s):
+            s = [tuple(s)]  # a single (w, h) for a single image
+        sizes.append(s)
+    return pixels, sizes
+
+
+__all__ = ["XGenMM", "XGenMMOutput", "empty_parameters", "shifted_cross_entropy"]
