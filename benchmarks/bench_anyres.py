@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
-import platform
-import statistics
-import time
 
 import numpy as np
 import PIL
 import torch
+from _common import add_standard_args, emit, interleaved, machine_info, resolve_reps
 from PIL import Image
 
 from xgenmm_vision import XGENMM_GRIDS, AnyResImageProcessor, resized_size, select_best_resolution
@@ -133,21 +130,23 @@ def floor_process(data: bytes, processor):
 
 
 # ---------------------------------------------------------------- measurement
-def images_per_second(fn, inputs) -> float:
-    start = time.perf_counter()
-    for data in inputs:
-        fn(data)
-    return len(inputs) / (time.perf_counter() - start)
+def over(fn, inputs):
+    """A no-argument callable running `fn` on every input (one timed repetition)."""
+
+    def run_all() -> None:
+        for data in inputs:
+            fn(data)
+
+    return run_all
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few images and reps (smoke run)")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per size (median reported)")
+    parser = add_standard_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--images", type=int, default=None, help="images per repetition")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = like a DataLoader worker)")
-    args = parser.parse_args(argv)
-    reps = args.reps or 5
+    args = resolve_reps(parser.parse_args(argv))
+    machine = machine_info()
+    reps = args.reps
     per_rep = args.images or (2 if args.quick else 8)
     torch.set_num_threads(args.threads)
 
@@ -164,13 +163,15 @@ def main(argv=None) -> dict:
         for data in inputs:
             (a, size_a), (b, size_b) = original(data), ours(data)
             identical &= size_a == size_b and a.shape == b.shape and torch.equal(a, b)
-        original_rates, our_rates, floor_rates = [], [], []
-        for _ in range(reps):  # interleaved, so load from other processes hits all alike
-            original_rates.append(images_per_second(original, inputs))
-            our_rates.append(images_per_second(ours, inputs))
-            floor_rates.append(images_per_second(floor, inputs))
-        original_ips, our_ips = statistics.median(original_rates), statistics.median(our_rates)
-        floor_ips = statistics.median(floor_rates)
+        # interleaved rep by rep, so load from other processes hits all three alike
+        timing = interleaved(
+            {"original": over(original, inputs), "ours": over(ours, inputs), "floor": over(floor, inputs)},
+            reps=reps,
+            warmup=args.warmup,
+        )
+        original_ips, our_ips, floor_ips = (
+            per_rep / timing[k]["median_s"] for k in ("original", "ours", "floor")
+        )
         results[f"{width}x{height}"] = {
             "original_images_per_s": round(original_ips, 2),
             "ours_images_per_s": round(our_ips, 2),
@@ -183,6 +184,7 @@ def main(argv=None) -> dict:
         }
     report = {
         "benchmark": "anyres_preprocessing",
+        "machine": machine,
         "unit": "images/s, JPEG decode included, median of reps",
         "quick": args.quick,
         "reps": reps,
@@ -190,14 +192,11 @@ def main(argv=None) -> dict:
         "torch_threads": args.threads,
         "baseline_crop_transform": baseline_name,
         "pillow": PIL.__version__,
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
         "results": results,
         "all_bit_identical": all(r["bit_identical"] for r in results.values()),
         "min_speedup": min(r["speedup"] for r in results.values()),
     }
-    print(json.dumps(report, indent=2))
-    return report
+    return emit(report)
 
 
 if __name__ == "__main__":

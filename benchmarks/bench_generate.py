@@ -6,17 +6,18 @@
 
 Each sample holds one 640x480 image (5 crops → 640 vision tokens at real size) and a text prompt; every run
 generates exactly `--new-tokens` tokens (eos disabled). Reported: prefill seconds (vision + splice + first
-forward, measured as a 1-token generate), end-to-end seconds, and decode tokens/s = batch·(new−1)/(total−prefill).
+forward, measured as a 1-token generate), end-to-end seconds, and decode tokens/s = batch·(new−1)/(total−prefill),
+all from medians of `--reps` (5) timed runs after `--warmup` (1) untimed full-length runs at the same batch size.
+On CUDA the GPU is first kept busy for `--gpu-warmup-s` seconds so batch 1 is not timed on ramping clocks.
+`benchmarks/gpu_generate.py` runs this at the real size on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
 
 import torch
+from _common import add_standard_args, emit, machine_info, resolve_reps, time_reps, warm_up_gpu
 from PIL import Image
 
 from xgenmm_lm import XGenMM, XGenMMConfig, tiny_config
@@ -48,53 +49,69 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_generate(model, inputs, new_tokens: int, device: str) -> float:
-    sync(device)
-    start = time.perf_counter()
-    out = model.generate(
-        *inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None
-    )
-    sync(device)
-    assert out.shape[1] == new_tokens, out.shape
-    return time.perf_counter() - start
+def generate_fn(model, inputs, new_tokens: int):
+    """A no-argument callable generating exactly `new_tokens` tokens per sample (greedy, eos disabled)."""
+
+    def fn() -> None:
+        out = model.generate(
+            *inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None
+        )
+        assert out.shape[1] == new_tokens, out.shape
+
+    return fn
 
 
 def run(args) -> dict:
+    """Time prefill (a 1-token generate) and the full generate at each batch size; medians of `args.reps`."""
+    report = {"benchmark": "generate", "quick": args.quick, "machine": machine_info()}
+    if args.device.startswith("cuda") and args.gpu_warmup_s > 0:  # ramp the clocks before anything is timed
+        report["gpu_warmup"] = {
+            "seconds": args.gpu_warmup_s,
+            "bf16_matmul_tflops": round(warm_up_gpu(args.gpu_warmup_s), 1),
+        }
     model = build(args)
+    sync_fn = lambda: sync(args.device)  # noqa: E731
     results = {}
     for batch in args.batch_sizes:
         inputs = make_batch(model, batch, args.prompt_tokens, args.device)
-        timed_generate(model, inputs, 2, args.device)  # warm-up
-        prefill = min(timed_generate(model, inputs, 1, args.device) for _ in range(args.repeats))
-        total = min(timed_generate(model, inputs, args.new_tokens, args.device) for _ in range(args.repeats))
-        decode_tps = batch * (args.new_tokens - 1) / max(total - prefill, 1e-9)
+        prefill = time_reps(generate_fn(model, inputs, 1), args.reps, args.warmup, sync_fn)
+        # warm-up = full-length generations at this batch size (cache growth, kernels of every shape)
+        total = time_reps(generate_fn(model, inputs, args.new_tokens), args.reps, args.warmup, sync_fn)
+        p, t = prefill["median_s"], total["median_s"]
         results[f"batch_{batch}"] = {
-            "prefill_s": round(prefill, 4),
-            "total_s": round(total, 4),
-            "decode_tokens_per_s": round(decode_tps, 1),
-            "end_to_end_tokens_per_s": round(batch * args.new_tokens / total, 1),
+            "prefill_s": round(p, 4),
+            "total_s": round(t, 4),
+            "total_reps_s": total["reps_s"],
+            "decode_tokens_per_s": round(batch * (args.new_tokens - 1) / max(t - p, 1e-9), 1),
+            "decode_tokens_per_s_per_sequence": round((args.new_tokens - 1) / max(t - p, 1e-9), 1),
+            "end_to_end_tokens_per_s": round(batch * args.new_tokens / t, 1),
             "expanded_prompt_len": int(model.prepare_inputs(*inputs).attention_mask.shape[1]),
         }
-    report = {
-        "benchmark": "generate",
-        "config": "real-size (random weights)" if args.real_size else "tiny",
-        "device": torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else platform.processor() or "cpu",
-        "dtype": "bfloat16" if args.real_size else "float32",
-        "attn_implementation": args.attn,
-        "threads": torch.get_num_threads(),
-        "prompt_text_tokens": args.prompt_tokens,
-        "new_tokens": args.new_tokens,
-        "results": results,
-    }
+    first, last = f"batch_{args.batch_sizes[0]}", f"batch_{args.batch_sizes[-1]}"
+    report.update(
+        {
+            "config": "real-size (random weights)" if args.real_size else "tiny",
+            "device": args.device,
+            "dtype": "bfloat16" if args.real_size else "float32",
+            "attn_implementation": args.attn,
+            "prompt_text_tokens": args.prompt_tokens,
+            "new_tokens": args.new_tokens,
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "results": results,
+        }
+    )
+    if len(results) > 1:
+        report[f"decode_throughput_ratio_{last}_vs_{first}"] = round(
+            results[last]["decode_tokens_per_s"] / results[first]["decode_tokens_per_s"], 2
+        )
     if args.device.startswith("cuda"):
         report["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return report
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = add_standard_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--real-size", action="store_true", help="released sizes (4.36B params), random bf16 weights"
@@ -103,18 +120,17 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="smoke run: 8 new tokens, 1 repeat")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--gpu-warmup-s", type=float, default=10.0, help="seconds of bf16 matmuls before timing (cuda only)"
+    )
+    args = resolve_reps(p.parse_args(argv))
     if args.quick:
-        args.new_tokens, args.repeats, args.prompt_tokens = 8, 1, 16
+        args.new_tokens, args.prompt_tokens = 8, 16
     return args
 
 
 def main(argv=None) -> dict:
-    report = run(parse_args(argv))
-    print(json.dumps(report))
-    return report
+    return emit(run(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -1,3 +1,38 @@
-"""xgenmm-train."""
+"""xgenmm-train: SFT and DPO of xGen-MM models on DeepSpeed, exact resume, and an embedded CPU demo run.
+
+from xgenmm_train import load_config, run_sft
+run_sft(load_config("packages/xgenmm-train/configs/default-sft.yaml", ["train.max_steps=20"]))
+"""
+
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .config import Config, ConfigError, load_config, to_yaml
+from .distributed import build_engine, deepspeed_config, init_distributed
+from .dpo import DPORecipe, run_dpo
+from .losses import dpo_loss, sequence_logps, sft_loss_sum
+from .sft import SFTRecipe, run_sft
+from .trainer import NonFiniteLoss, train
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DPORecipe",
+    "NonFiniteLoss",
+    "SFTRecipe",
+    "build_engine",
+    "deepspeed_config",
+    "dpo_loss",
+    "init_distributed",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_config",
+    "run_dpo",
+    "run_sft",
+    "save_checkpoint",
+    "sequence_logps",
+    "sft_loss_sum",
+    "to_yaml",
+    "train",
+]

@@ -1,11 +1,72 @@
-"""Command-line entry point (filled in by the package's issue)."""
+"""``xgenmm-train``: SFT and DPO from a YAML config plus dotted overrides, or the embedded default runs.
 
+xgenmm-train                                   embedded default SFT (tiny model, synthetic data, CPU)
+xgenmm-train dpo                               embedded default DPO (from the default SFT weights)
+xgenmm-train sft --config X.yaml key.sub=v     a real SFT job (launch under torchrun/deepspeed for GPUs)
+xgenmm-train dpo --config X.yaml key.sub=v     a real DPO job
+xgenmm-train [sft|dpo] [--config X.yaml] --print-config [overrides]   show the merged config and exit
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+
+from .config import ConfigError, load_config, to_yaml
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xgenmm-train",
+        description="Train xGen-MM models (SFT / DPO) on DeepSpeed. Without a command: the embedded default run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    p.add_argument(
+        "--config", help="YAML config (see packages/xgenmm-train/configs); omit for the embedded default"
+    )
+    p.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="[sft|dpo] [key.sub=value ...]",
+        help="the task (default: the embedded SFT demo), then dotted overrides, e.g. train.lr=1e-4",
+    )
+    return p
 
 
 def main(argv=None) -> int:
-    print("usage: xgenmm-train cli — not implemented yet", file=sys.stderr)
-    return 2
+    args = _parser().parse_intermixed_args(argv)
+    rest = list(args.args)
+    args.task = rest.pop(0) if rest and rest[0] in ("sft", "dpo") else None
+    args.overrides = rest
+    task = args.task or "sft"
+    try:
+        if args.config is None:
+            from .default_run import default_dpo_config, default_sft_config
+
+            config = (default_dpo_config if task == "dpo" else default_sft_config)(args.overrides)
+        else:
+            config = load_config(args.config, args.overrides, task=args.task)
+    except ConfigError as e:
+        print(f"xgenmm-train: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(to_yaml(config), end="")
+        return 0
+    if args.config is None:
+        from .default_run import run_default_dpo, run_default_sft
+
+        (run_default_dpo if task == "dpo" else run_default_sft)(args.overrides)
+    elif config.task == "dpo":
+        from .dpo import run_dpo
+
+        run_dpo(config)
+    else:
+        from .sft import run_sft
+
+        run_sft(config)
+    return 0
 
 
 if __name__ == "__main__":

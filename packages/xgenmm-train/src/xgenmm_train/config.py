@@ -1,0 +1,253 @@
+"""Typed training configuration: dataclass schemas merged with YAML files and dotted overrides by OmegaConf.
+
+An unknown key or a value of the wrong type raises :class:`ConfigError` naming the full dotted key, e.g.
+``train.lr: Value 'abc' of type 'str' could not be converted to Float``.
+
+Layout of a config (every field has a default; see the shipped YAMLs under ``configs/``)::
+
+    task: sft | dpo
+    run_dir: runs/my-run            # checkpoints, metrics.jsonl, loss.png, summary
+    model:      what to build or load, which parts train
+    data:       where the records are, template, batching
+    train:      optimiser, schedule, batch sizes, precision, NaN policy
+    deepspeed:  ZeRO stage, offload, raw overrides
+    lora:       peft LoRA settings
+    dpo:        beta, rpo_alpha, label smoothing, reference policy
+    checkpoint: save_every, keep_last, resume
+    logging:    log_every, progress bar, tensorboard, wandb
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key (and file, when there is one)."""
+
+
+@dataclass
+class ModelConfig:
+    # "pretrained": XGenMM.from_pretrained(path) (a released snapshot or one of our checkpoints);
+    # "tiny": xgenmm_lm.tiny_config(tokenizer) with a tokenizer trained in code on the training texts.
+    init: str = "pretrained"
+    path: str | None = None
+    # Overrides applied to the tiny config (dotted XGenMMConfig attribute -> value), only for init=tiny.
+    tiny_overrides: dict[str, Any] = field(default_factory=dict)
+    tiny_vocab_size: int = 400
+    # Trainable parts (spec §1.8: vision encoder frozen, sampler and LM trained).
+    train_vision_encoder: bool = False
+    train_vision_tokenizer: bool = True
+    train_lang_model: bool = True
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    # A LLaVA JSON file, a directory of JSON files or a mixture YAML (spec §3.2).
+    path: str | None = None
+    # Optional image-path map (first substring key wins, spec §3.3) and base folder for relative paths.
+    image_folder: str | None = None
+    path_map: dict[str, str] = field(default_factory=dict)
+    template: str = "phi_3"
+    max_length: int = 2048
+    # "length_grouped" (reference sampler, fixed micro-batch size) or "packed" (rows of up to pack_tokens).
+    batching: str = "length_grouped"
+    pack_tokens: int = 4096
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    epochs: int = 1
+    max_steps: int = -1  # > 0 stops after this many optimizer steps
+    micro_batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-5
+    lr_scheduler: str = "cosine"  # cosine | linear | constant
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    clip_grad: float = 1.0  # 0 disables clipping
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    nan_policy: str = "stop"  # stop | skip
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False  # ZeRO-3 only
+    # Raw DeepSpeed config entries merged last (e.g. {"zero_optimization": {"reduce_bucket_size": 5e8}}).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    )
+    train_sampler: bool = True  # keep the vision tokenizer (perceiver) fully trainable next to the adapters
+    merge_on_save: bool = False  # save merged full weights instead of the adapters
+
+
+@dataclass
+class DpoConfig:
+    beta: float = 0.1
+    rpo_alpha: float = 0.0  # weight of the SFT (NLL) term on the chosen reply
+    label_smoothing: float = 0.0
+    # Reference policy: "precompute" (one pass writes log-probs to disk, resumable), "lora" (adapters disabled),
+    # or "model" (a second, frozen copy of the starting model: costs its memory; for comparison).
+    reference: str = "precompute"
+
+
+@dataclass
+class CheckpointConfig:
+    save_every: int = 500  # optimizer steps; 0 saves only at the end
+    keep_last: int = 2
+    resume: str | None = None  # None | "auto" | a checkpoint directory
+    save_optimizer: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    log_every: int = 1
+    progress_bar: bool = True
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "xgenmm"
+    plot: bool = True  # loss.png at the end (needs the `plot` extra)
+
+
+@dataclass
+class EvalConfig:
+    # Held-out evaluation after training (used by the embedded default): greedy generation on `path`.
+    path: str | None = None
+    max_new_tokens: int = 8
+    batch_size: int = 32
+
+
+@dataclass
+class Config:
+    task: str = "sft"  # sft | dpo
+    run_dir: str = "runs/xgenmm-sft"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+_CHOICES = {
+    "task": ("sft", "dpo"),
+    "model.init": ("pretrained", "tiny"),
+    "data.batching": ("length_grouped", "packed"),
+    "train.lr_scheduler": ("cosine", "linear", "constant"),
+    "train.precision": ("bf16", "fp16", "fp32"),
+    "train.nan_policy": ("stop", "skip"),
+    "dpo.reference": ("precompute", "lora", "model"),
+}
+
+
+def _error(e: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(e, "full_key", None) or "?"
+    msg = str(e).split("\n")[0]
+    return ConfigError(f"{source}: config key '{key}': {msg}")
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, task: str | None = None
+) -> Config:
+    """Schema defaults ← YAML file ← ``task`` ← dotted overrides (``train.lr=1e-4``) → a validated :class:`Config`."""
+    cfg: DictConfig = OmegaConf.structured(Config)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        except OmegaConfBaseException as e:
+            raise _error(e, str(path)) from None
+    if task is not None:
+        cfg.task = task
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise _error(e, f"override '{item}'") from None
+    try:
+        OmegaConf.resolve(cfg)
+        config: Config = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise _error(e, str(path or "config")) from None
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Check choices and combinations that the types alone do not catch."""
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(OmegaConf.structured(config), key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(choices)}")
+    if config.model.init == "pretrained" and not config.model.path:
+        raise ConfigError("config key 'model.path': required when model.init=pretrained")
+    if not config.data.path:
+        raise ConfigError("config key 'data.path': no training data given")
+    if config.deepspeed.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(
+            f"config key 'deepspeed.zero_stage': {config.deepspeed.zero_stage} is not 0, 1, 2 or 3"
+        )
+    if config.deepspeed.offload_params and config.deepspeed.zero_stage != 3:
+        raise ConfigError("config key 'deepspeed.offload_params': needs deepspeed.zero_stage=3")
+    for key in ("train.micro_batch_size", "train.grad_accum", "train.epochs", "checkpoint.keep_last"):
+        section, name = key.split(".")
+        if getattr(getattr(config, section), name) < 1:
+            raise ConfigError(f"config key '{key}': must be >= 1")
+    if config.dpo.reference == "lora" and config.task == "dpo" and not config.lora.enabled:
+        raise ConfigError("config key 'dpo.reference': 'lora' needs lora.enabled=true")
+
+
+def to_yaml(config: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def to_dict(config: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(config))
+
+
+__all__ = [
+    "CheckpointConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DeepSpeedConfig",
+    "DpoConfig",
+    "EvalConfig",
+    "LoggingConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "load_config",
+    "to_dict",
+    "to_yaml",
+    "validate",
+]

@@ -1,0 +1,63 @@
+"""Shared fixtures: a small synthetic LLaVA dataset and tiny-model configs for CPU runs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """A small synthetic dataset (LLaVA JSON + PNGs + mixture YAML + preference pairs)."""
+    from xgenmm_train.synthetic import make_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    return make_dataset(out, n_train=48, n_heldout=12, n_dpo=16, seed=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_overrides(run_dir, data_path, **extra) -> list[str]:
+    """Dotted overrides for a short tiny-model CPU run."""
+    base = {
+        "run_dir": str(run_dir),
+        "model.init": "tiny",
+        "model.tiny_vocab_size": 200,
+        "model.train_vision_encoder": "true",
+        "data.path": str(data_path),
+        "data.max_length": 128,
+        "train.seed": 0,
+        "train.micro_batch_size": 4,
+        "train.grad_accum": 1,
+        "train.lr": 1e-3,
+        "train.lr_scheduler": "constant",
+        "train.warmup_steps": 0,
+        "train.precision": "fp32",
+        "train.max_steps": 3,
+        "deepspeed.zero_stage": 0,
+        "checkpoint.save_every": 0,
+        "logging.progress_bar": "false",
+        "logging.plot": "false",
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture
+def make_config():
+    from xgenmm_train.config import load_config
+
+    def _make(run_dir, data_path, task="sft", **extra):
+        return load_config(None, tiny_overrides(run_dir, data_path, **extra), task=task)
+
+    return _make

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from xgenmm_train.cli import main
+from xgenmm_train.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_documents_its_launch(path):
+    config = load_config(path)
+    assert config.task in ("sft", "dpo")
+    header = path.read_text().split("\n\n")[0]
+    assert "xgenmm-train" in header  # the launch command is in the header comment
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.lrr"):
+        load_config(CONFIGS / "default-sft.yaml", ["train.lrr=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("deepspeed:\n  zero_stag: 2\n")
+    with pytest.raises(ConfigError, match=r"deepspeed\.zero_stag") as e:
+        load_config(bad, ["data.path=x", "model.init=tiny"])
+    assert str(bad) in str(e.value)
+
+
+def test_wrong_type_and_bad_choice_are_named():
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        load_config(CONFIGS / "default-sft.yaml", ["train.lr=fast"])
+    with pytest.raises(ConfigError, match=r"deepspeed\.zero_stage"):
+        load_config(CONFIGS / "default-sft.yaml", ["deepspeed.zero_stage=4"])
+    with pytest.raises(ConfigError, match=r"data\.batching"):
+        load_config(CONFIGS / "default-sft.yaml", ["data.batching=random"])
+    with pytest.raises(ConfigError, match=r"model\.path"):
+        load_config(CONFIGS / "default-sft.yaml", ["model.init=pretrained"])
+
+
+def test_overrides_and_interpolation():
+    c = load_config(
+        CONFIGS / "default-sft.yaml", ["run_dir=/tmp/x", "train.lr=1e-4", "lora.target_modules=[o_proj]"]
+    )
+    assert c.train.lr == 1e-4
+    assert c.data.path == "/tmp/x/data/mixture.yaml"
+    assert c.lora.target_modules == ["o_proj"]
+
+
+def test_cli_print_config(capsys):
+    assert main(["--print-config", "train.lr=0.5"]) == 0
+    assert "lr: 0.5" in capsys.readouterr().out
+    assert main(["dpo", "--print-config"]) == 0
+    assert "task: dpo" in capsys.readouterr().out
+    assert (
+        main(["sft", "--config", str(CONFIGS / "xgenmm-phi3-sft.yaml"), "--print-config", "train.bad=1"]) == 2
+    )
+    assert "train.bad" in capsys.readouterr().err
