@@ -23,9 +23,9 @@ DEFAULTS = ["--device", "cuda", "--real-size", "--new-tokens", "128", "--gpu-war
 
 
 def main(argv: list[str] | None = None) -> dict:
-    require_cuda("gpu_generate.py")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(DEFAULTS + argv)  # later flags win, so the caller can override any default
+    require_cuda("gpu_generate.py")
     report = run(args)
     report["benchmark"] = "gpu_generate"
     return emit(report)

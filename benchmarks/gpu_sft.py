@@ -17,10 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PEAK_TFLOPS = 989.0
+
+from _common import emit, require_cuda  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def synthetic_batch(model, micro: int, text_len: int, packed: bool):
@@ -69,7 +73,9 @@ def bench(micro: int, steps: int, checkpointing: bool, packed: bool, tiny: bool,
     _, world, device = init_distributed()
     cfg = tiny_config() if tiny else XGenMMConfig()
     dtype = torch.float32 if tiny else torch.bfloat16
-    model = XGenMM.from_config(cfg, dtype=dtype)
+    # Build the random weights directly on the GPU: initialising 4.3 B parameters on the host takes minutes.
+    with torch.device(device if torch.cuda.is_available() else "cpu"):
+        model = XGenMM.from_config(cfg, dtype=dtype)
     model.set_trainable(vision_encoder=False, vision_tokenizer=True, lang_model=True)
     if checkpointing:
         model.gradient_checkpointing_enable()
@@ -128,15 +134,48 @@ def main(argv=None):
     p.add_argument(
         "--sweep", action="store_true", help="micro-batch 1/4/8, then packing / no checkpointing at 4"
     )
+    p.add_argument(
+        "--configs",
+        nargs="*",
+        help="explicit runs as MICRO:ckpt|nockpt:pad|pack, e.g. 4:ckpt:pad 8:ckpt:pack",
+    )
     p.add_argument("--tiny", action="store_true", help="tiny config (CPU smoke run of the same code path)")
     p.add_argument("--quick", action="store_true", help="= --tiny --steps 2")
     args = p.parse_args(argv)
+    if not (args.quick or args.tiny):
+        require_cuda("gpu_sft.py")
     if args.quick:
         args.tiny, args.steps, args.text_len = True, 2, 64
     runs = [(args.micro, not args.no_checkpointing, args.packed)]
     if args.sweep:
         runs = [(1, True, False), (4, True, False), (8, True, False), (4, True, True), (4, False, False)]
+    if args.configs:
+        runs = []
+        for spec in args.configs:
+            micro, ckpt, packing = spec.split(":")
+            runs.append((int(micro), ckpt == "ckpt", packing == "pack"))
     results = []
+    if len(runs) > 1:
+        # One process per configuration: DeepSpeed's optimizer state of a finished run is not reliably freed
+        # inside a process, which made later configurations of a sweep run out of GPU memory.
+        base = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--steps",
+            str(args.steps),
+            "--text-len",
+            str(args.text_len),
+        ]
+        base += ["--tiny"] if args.tiny else []
+        for micro, ckpt, packed in runs:
+            spec = f"{micro}:{'ckpt' if ckpt else 'nockpt'}:{'pack' if packed else 'pad'}"
+            proc = subprocess.run([*base, "--configs", spec], capture_output=True, text=True)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+            r = json.loads(lines[-1]) if lines else {"config": spec, "error": proc.stderr.strip()[-300:]}
+            print(json.dumps(r), flush=True)
+            results.append(r)
+        emit({"benchmark": "gpu_sft", "runs": results})
+        return results
     for micro, ckpt, packed in runs:
         try:
             r = bench(micro, args.steps, ckpt, packed, args.tiny, args.text_len)
@@ -149,6 +188,8 @@ def main(argv=None):
             }
         print(json.dumps(r), flush=True)
         results.append(r)
+    if not args.configs or len(args.configs) != 1:  # a sweep's child prints only its own line
+        emit({"benchmark": "gpu_sft", "runs": results})
     return results
 
 

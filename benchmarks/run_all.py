@@ -79,6 +79,21 @@ HEADLINES = {
         ("tiny text-only forward speed-up vs dummy image", "tiny_forward_text_only_batch.speedup", None),
         ("real size: dummy work / LM forward (est.)", "real_size_estimate.dummy_work_vs_lm_forward", None),
     ],
+    "bench_sft.py": [
+        ("SFT tokens/s, length-grouped (tiny, CPU)", "length_grouped.tokens_per_s", None),
+        ("SFT tokens/s, packed (tiny, CPU)", "packed.tokens_per_s", None),
+    ],
+    "bench_dpo.py": [
+        ("DPO wall s, precomputed reference", "precompute.wall_s", None),
+        ("DPO wall s, live reference model", "model.wall_s", None),
+        ("DPO wall s, LoRA-disabled reference", "lora.wall_s", None),
+        ("peak RSS MB, precomputed / live / LoRA", "peak_rss_mb", None),
+    ],
+    "bench_default_run.py": [
+        ("default run wall s", "wall_s", None),
+        ("default run steps", "steps", None),
+        ("held-out accuracy per question type", "heldout_accuracy", None),
+    ],
     "bench_generate.py": [
         ("decode tokens/s, batch 1 (tiny, CPU)", "results.batch_1.decode_tokens_per_s", None),
         ("decode tokens/s, batch 8 (tiny, CPU)", "results.batch_8.decode_tokens_per_s", None),
@@ -139,6 +154,9 @@ def flatten(prefix: str, value, out: dict) -> None:
 
 
 def lookup(result: dict, dotted: str):
+    if dotted == "peak_rss_mb":  # bench_dpo: one value per reference mode
+        values = [lookup(result, f"{mode}.peak_rss_mb") for mode in ("precompute", "model", "lora")]
+        return None if None in values else " / ".join(f"{v:.0f}" for v in values)
     value = result
     for key in dotted.split("."):
         if not isinstance(value, dict) or key not in value:
@@ -219,10 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["--quick"] if args.quick else []
 
     info = machine_info()
+    gpu_scripts = {name for name, _ in GPU_SUITE}
     results: dict = {}
     for script, what in suite:
         print(f"[run_all] {script}: {what} ...", file=sys.stderr, flush=True)
-        results[script] = run_one(script, extra, args.timeout)
+        if script in gpu_scripts and info["device"] == "cpu":
+            results[script] = {"error": "needs a CUDA GPU (torch.cuda.is_available() is False): not run"}
+        else:
+            results[script] = run_one(script, extra, args.timeout)
         print(json.dumps(results[script]), file=sys.stderr, flush=True)
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
