@@ -22,27 +22,29 @@ from typing import Any
 from transformers import AutoConfig, Phi3Config, PretrainedConfig, SiglipVisionConfig
 
 from xgenmm_sampler import PerceiverResamplerConfig
+from xgenmm_vision import SIGLIP_SO400M, XGENMM_GRID_MULTIPLES, siglip_so400m_config
 
 CONFIG_NAME = "config.json"
 FORMAT_NAME = "xgenmm-lm"
-SIGLIP_SO400M_NAME = "google/siglip-so400m-patch14-384"
+SIGLIP_SO400M_NAME = SIGLIP_SO400M  # "google/siglip-so400m-patch14-384"
 
-# google/siglip-so400m-patch14-384, vision tower (spec §1.2): 27 layers, hidden 1152, 729 tokens per 384 px crop.
-SIGLIP_SO400M_384 = dict(
-    hidden_size=1152,
-    intermediate_size=4304,
-    num_hidden_layers=27,
-    num_attention_heads=16,
-    num_channels=3,
-    image_size=384,
-    patch_size=14,
-    hidden_act="gelu_pytorch_tanh",
-    layer_norm_eps=1e-6,
-    attention_dropout=0.0,
-)
-
-# Grid multiples (cols, rows) of the base size; the released list in its order (spec §1.3): order breaks ties.
-XGENMM_GRID_MULTIPLES = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
+# The SigLIP hyper-parameters that must match the released vision tower for a config to be written without an
+# explicit `siglip_config` in the released layout.
+SIGLIP_SO400M_384 = {
+    key: getattr(siglip_so400m_config(), key)
+    for key in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_channels",
+        "image_size",
+        "patch_size",
+        "hidden_act",
+        "layer_norm_eps",
+        "attention_dropout",
+    )
+}
 
 
 def phi3_mini_config(**overrides: Any) -> Phi3Config:
@@ -114,7 +116,7 @@ class XGenMMConfig:
         dtype: str | None = None,
     ):
         if vision_config is None:
-            vision_config = SiglipVisionConfig(**SIGLIP_SO400M_384)
+            vision_config = siglip_so400m_config()
         elif isinstance(vision_config, dict):
             vision_config = SiglipVisionConfig(
                 **{k: v for k, v in vision_config.items() if k != "model_type"}
@@ -270,7 +272,7 @@ class XGenMMConfig:
                     f"vision_encoder_config.model_name={name!r}: only {SIGLIP_SO400M_NAME!r} is built in; add a "
                     "'siglip_config' dict with the SigLIP vision hyper-parameters"
                 )
-            vision_config = SiglipVisionConfig(**SIGLIP_SO400M_384)
+            vision_config = siglip_so400m_config()
         if venc.get("image_aspect_ratio", "anyres") != "anyres" or not venc.get(
             "anyres_patch_sampling", True
         ):
@@ -325,7 +327,7 @@ class XGenMMConfig:
             "anyres_patch_sampling": True,
             "image_aspect_ratio": "anyres",
         }
-        released_vision = SiglipVisionConfig(**SIGLIP_SO400M_384).to_dict()
+        released_vision = siglip_so400m_config().to_dict()
         mine = self.vision_config.to_dict()
         if any(mine.get(k) != released_vision.get(k) for k in SIGLIP_SO400M_384):
             venc["siglip_config"] = mine
