@@ -100,7 +100,8 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path, synth, make_config):
     (w_a, s_a), (w_b, s_b) = finals
     assert s_a["loss_sum"] / s_a["supervised"] == pytest.approx(s_b["loss_sum"] / s_b["supervised"], rel=1e-5)
     for k in w_a:
-        torch.testing.assert_close(w_a[k], w_b[k], rtol=1e-5, atol=1e-6)
+        # Adam's first step is ~lr·sign(g): a gradient near 0 turns float noise into ~1e-6 differences
+        torch.testing.assert_close(w_a[k], w_b[k], rtol=1e-5, atol=1e-5)
 
 
 def test_packing_gives_the_same_loss(tmp_path, synth, make_config):

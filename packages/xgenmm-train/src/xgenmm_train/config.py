@@ -59,6 +59,8 @@ class DataConfig:
     # "length_grouped" (reference sampler, fixed micro-batch size) or "packed" (rows of up to pack_tokens).
     batching: str = "length_grouped"
     pack_tokens: int = 4096
+    # length_grouped: global steps per length-sorted megabatch (1 = random batches, only sorted within a step).
+    megabatch_steps: int = 8
     num_workers: int = 0
 
 

@@ -49,7 +49,11 @@ def build_plan(config: Config, lengths: list[int], world_size: int, epoch: int) 
         )
     else:
         sampler = LengthGroupedSampler(
-            lengths, batch_size=t.micro_batch_size, world_size=virtual, seed=t.seed
+            lengths,
+            batch_size=t.micro_batch_size,
+            world_size=virtual,
+            seed=t.seed,
+            megabatch_steps=d.megabatch_steps,
         )
     return sampler.plan(epoch)
 

@@ -5,7 +5,7 @@ SFT: generate the synthetic dataset into ``<run_dir>/data`` (once), train the ti
 and print ``held-out accuracy <type>: NN.N% (chance NN%)`` per question type.
 
 DPO: start from the default SFT run's final weights (running the SFT default first if there are none), train
-with ``configs/default-dpo.yaml`` and print the reward accuracy on held-out preference pairs before and after.
+with ``configs/default-dpo.yaml`` and print the reward accuracy on held-out preference pairs.
 """
 
 from __future__ import annotations
@@ -35,13 +35,30 @@ def configs_dir() -> Path:
 
 
 def ensure_dataset(data_dir: Path) -> dict:
-    from .synthetic import make_dataset
+    """Generate the synthetic dataset into ``data_dir`` unless a complete one of the current version is there."""
+    from .synthetic import VERSION, make_dataset
 
     names = ("train", "heldout", "mixture", "dpo_train", "dpo_heldout")
     files = {k: data_dir / f"{k}.{'yaml' if k == 'mixture' else 'json'}" for k in names}
-    if all(p.exists() for p in files.values()):
+    stamp = data_dir / "VERSION"
+    if all(p.exists() for p in files.values()) and stamp.is_file() and stamp.read_text().strip() == VERSION:
         return files
-    return make_dataset(data_dir)
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    paths = make_dataset(data_dir)
+    stamp.write_text(VERSION + "\n")
+    return paths
+
+
+def _fresh_start(config: Config) -> None:
+    """The default run always trains from scratch: drop an earlier default run's checkpoints and tiny init
+    (which would otherwise be resumed from / reused with possibly different settings)."""
+    if config.checkpoint.resume:
+        return
+    run_dir = Path(config.run_dir)
+    for name in ("checkpoints", "init", "final-model", "reference_logps"):
+        if (run_dir / name).exists():
+            shutil.rmtree(run_dir / name)
 
 
 def _cpu_threads() -> None:
@@ -117,7 +134,9 @@ def run_default_sft(overrides: list[str] | None = None) -> dict:
     _cpu_threads()
     config = default_sft_config(overrides)
     run_dir = Path(config.run_dir)
-    ensure_dataset(run_dir / "data")
+    if int(os.environ.get("RANK", "0")) == 0:
+        _fresh_start(config)
+        ensure_dataset(run_dir / "data")
     result = run_sft(config)
     if int(os.environ.get("RANK", "0")) != 0 or not config.eval.path:
         return result
@@ -139,35 +158,42 @@ def run_default_sft(overrides: list[str] | None = None) -> dict:
     return result
 
 
-def run_default_dpo(overrides: list[str] | None = None) -> dict:
-    from .checkpoint import latest_checkpoint
+def run_default_dpo(overrides: list[str] | None = None, sft_overrides: list[str] | None = None) -> dict:
+    """DPO from the default SFT run's final weights on its synthetic preference pairs (the SFT default runs
+    first when its final model is missing). ``sft_overrides`` locate that SFT run (e.g. ``run_dir=...``);
+    the DPO paths (model, data, eval) follow it unless ``overrides`` set them."""
     from .dpo import run_dpo
 
     _cpu_threads()
-    config = default_dpo_config(overrides)
-    sft_config = default_sft_config()
-    sft_ckpt = latest_checkpoint(sft_config.run_dir)
+    sft_config = default_sft_config(sft_overrides)
+    sft_dir = Path(sft_config.run_dir)
+    data_dir = sft_dir / "data"
+    follow = [
+        f"model.path={sft_dir / 'final-model'}",
+        f"data.path={data_dir / 'dpo_train.json'}",
+        f"data.image_folder={data_dir}",
+        f"eval.path={data_dir / 'dpo_heldout.json'}",
+    ]
+    config = default_dpo_config(follow + list(overrides or []))
     if config.model.init == "pretrained" and not Path(config.model.path).is_dir():
-        if sft_ckpt is None:
-            print(
-                f"no default SFT checkpoint under {sft_config.run_dir}: running the SFT default first",
-                file=sys.stderr,
-            )
-            run_default_sft()
-    ensure_dataset(Path(sft_config.run_dir) / "data")
+        print(f"no default SFT model at {config.model.path}: running the SFT default first", file=sys.stderr)
+        run_default_sft(sft_overrides)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _fresh_start(config)  # reference log-probs of an earlier start model must not be reused
+        ensure_dataset(data_dir)
     result = run_dpo(config)
     if int(os.environ.get("RANK", "0")) != 0:
         return result
-    before, after = heldout_reward_accuracy(config, Path(result["checkpoint"]))
-    print(f"held-out reward accuracy: {100 * after:.1f}% (before DPO {100 * before:.1f}%, chance 50%)")
-    result["heldout_reward_accuracy"] = after
+    acc, n = heldout_reward_accuracy(config, Path(result["checkpoint"]))
+    print(f"held-out reward accuracy: {100 * acc:.1f}% on {n} pairs (chance 50%)")
+    result["heldout_reward_accuracy"] = acc
     return result
 
 
 @torch.no_grad()
-def heldout_reward_accuracy(config: Config, checkpoint: Path) -> tuple[float, float]:
-    """Reward accuracy (policy − reference margin of chosen > rejected) on ``eval.path`` pairs; also the
-    accuracy of the starting model against itself (0 by definition of a strict '>'), for the record."""
+def heldout_reward_accuracy(config: Config, checkpoint: Path) -> tuple[float, int]:
+    """Reward accuracy on the ``eval.path`` pairs → (accuracy, number of pairs): the fraction where the
+    policy's implicit reward (log-prob gain over the starting model) of the chosen reply exceeds the rejected's."""
     from xgenmm_lm import XGenMM, build_tokenizer
 
     from .data import PreferenceCollator, PreferenceDataset
@@ -191,7 +217,7 @@ def heldout_reward_accuracy(config: Config, checkpoint: Path) -> tuple[float, fl
         pc, pr, _ = pair_logps(policy, batch)
         rc, rr, _ = pair_logps(ref, batch)
         wins += ((pc - rc) > (pr - rr)).tolist()
-    return 0.0, sum(wins) / max(len(wins), 1)
+    return sum(wins) / max(len(wins), 1), len(wins)
 
 
 __all__ = [
@@ -201,6 +227,7 @@ __all__ = [
     "ensure_dataset",
     "evaluate_heldout",
     "format_accuracy",
+    "heldout_reward_accuracy",
     "run_default_dpo",
     "run_default_sft",
 ]

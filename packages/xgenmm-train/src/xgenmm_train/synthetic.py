@@ -13,6 +13,11 @@ grids), saves them as PNG files and writes::
 Question types (answer vocabulary → chance level of a guess):
 colour (6 colours, 16.7 %), shape (4 shapes, 25 %), count (1-4, 25 %), position (4 quadrants, 25 %),
 compare (which of two images holds the named colour: 50 %), next (text-only: the number after n, 11.1 %).
+
+Made learnable by a tiny random model in about two minutes of CPU: objects are large and scaled with the
+canvas; colour/compare pictures use canvases of all aspect ratios (1×2, 2×1, 1×3, 3×1, 2×2 anyres grids), while
+shape/count/position pictures are square (2×2 grid: with ``regroup_mode: crops`` each anyres crop, hence each
+perceiver group, holds one quadrant); shapes are white, one size, so they differ in how they fill each quadrant.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+VERSION = "5"  # bump when the generated data changes (the default run regenerates an older dataset)
+
 COLOURS = {
     "red": (230, 40, 40),
     "green": (40, 200, 60),
@@ -31,74 +38,85 @@ COLOURS = {
     "purple": (170, 60, 220),
     "white": (245, 245, 245),
 }
+SHAPE_COLOUR = "white"  # of the shape-question pictures
 SHAPES = ["circle", "square", "triangle", "cross"]
 POSITIONS = ["top left", "top right", "bottom left", "bottom right"]
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-# (width, height): squares and 2:1 / 1:2 / 3:1 / 1:3 canvases for a tiny base size of 32 px.
-SIZES = [(32, 32), (48, 48), (64, 32), (32, 64), (64, 64), (96, 32), (32, 96), (80, 48), (48, 80)]
+# (width, height) of the canvases: with a 32 px base crop anyres picks a 1×2, 2×1, 1×3, 3×1 or 2×2 grid.
+SIZES = [(32, 64), (64, 32), (96, 32), (32, 96), (48, 48), (64, 64), (80, 48), (48, 80)]
+# Square canvases (always the 2×2 grid, so each anyres crop holds one quadrant) for the spatial questions.
+SQUARE_SIZES = [(48, 48), (64, 64), (80, 80)]
 
 QUESTIONS = {
     "colour": "What colour is the shape?",
     "shape": "What shape is shown?",
-    "count": "How many shapes are there?",
+    "count": "How many squares are there?",
     "position": "Where is the shape?",
     "next": "Which number comes after {n}?",
     "compare": "Which image has the {colour} shape, the first or the second?",
 }
 # A short system turn (LLaVA records may start with one; otherwise phi_3 prepends its long default) keeps the
 # tiny model's sequences short. Evaluation prompts use the same system text.
-SYSTEM = "Answer with one or two words."
+SYSTEM = "Answer briefly."
 CHANCE = {"colour": 1 / 6, "shape": 1 / 4, "count": 1 / 4, "position": 1 / 4, "compare": 1 / 2, "next": 1 / 9}
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float], colour
+) -> None:
+    """``shape`` filling the box (x0, y0, x1, y1); the box is scaled with the canvas, so a shape covers the same
+    fraction of the (squashed) base crop whatever the canvas size."""
     x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
     if shape == "circle":
         draw.ellipse(box, fill=colour)
     elif shape == "square":
         draw.rectangle(box, fill=colour)
     elif shape == "triangle":
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=colour)
-    else:  # cross
-        w, h = x1 - x0, y1 - y0
+    else:  # cross: two bars, 30 % of the box thick
         draw.rectangle((x0 + w * 0.35, y0, x1 - w * 0.35, y1), fill=colour)
         draw.rectangle((x0, y0 + h * 0.35, x1, y1 - h * 0.35), fill=colour)
 
 
-def _canvas(rng: random.Random) -> Image.Image:
-    size = rng.choice(SIZES)
+def _canvas(rng: random.Random, sizes=SIZES) -> Image.Image:
+    size = rng.choice(sizes)
     grey = rng.randint(0, 40)
     return Image.new("RGB", size, (grey, grey, grey))
 
 
-def draw_single(rng: random.Random, colour: str, shape: str, position: str | None = None) -> Image.Image:
-    """One shape; large and centred, or in a quadrant when ``position`` is given."""
-    img = _canvas(rng)
+def _quadrant_box(rng: random.Random, w: int, h: int, cell: int, frac: float) -> tuple:
+    col, row = cell % 2, cell // 2
+    cx = w * (0.25 + 0.5 * col + rng.uniform(-0.03, 0.03))
+    cy = h * (0.25 + 0.5 * row + rng.uniform(-0.03, 0.03))
+    return (cx - frac * w / 2, cy - frac * h / 2, cx + frac * w / 2, cy + frac * h / 2)
+
+
+def draw_single(
+    rng: random.Random, colour: str, shape: str, position: str | None = None, sizes=SIZES
+) -> Image.Image:
+    """One shape: large and centred, or filling most of a quadrant when ``position`` is given."""
+    img = _canvas(rng, sizes)
     w, h = img.size
-    draw = ImageDraw.Draw(img)
     if position is None:
-        side = min(w, h) * rng.uniform(0.6, 0.85)
-        cx, cy = w / 2 + rng.uniform(-0.1, 0.1) * w, h / 2 + rng.uniform(-0.1, 0.1) * h
+        # one size (80 % of each side): the shapes then differ clearly in how much of each quadrant they fill
+        frac = rng.uniform(0.78, 0.82)
+        cx, cy = w * (0.5 + rng.uniform(-0.02, 0.02)), h * (0.5 + rng.uniform(-0.02, 0.02))
+        box = (cx - frac * w / 2, cy - frac * h / 2, cx + frac * w / 2, cy + frac * h / 2)
     else:
-        side = min(w, h) * rng.uniform(0.3, 0.42)
-        col, row = POSITIONS.index(position) % 2, POSITIONS.index(position) // 2
-        cx, cy = w * (0.25 + 0.5 * col), h * (0.25 + 0.5 * row)
-    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-    _draw_shape(draw, shape, tuple(int(round(v)) for v in box), COLOURS[colour])
+        box = _quadrant_box(rng, w, h, POSITIONS.index(position), rng.uniform(0.36, 0.42))
+    _draw_shape(ImageDraw.Draw(img), shape, box, COLOURS[colour])
     return img
 
 
-def draw_count(rng: random.Random, n: int) -> Image.Image:
-    """``n`` squares of one colour in distinct cells of a 2×2 layout."""
-    img = _canvas(rng)
+def draw_count(rng: random.Random, n: int, sizes=SQUARE_SIZES) -> Image.Image:
+    """``n`` squares of one colour, each in its own quadrant."""
+    img = _canvas(rng, sizes)
     w, h = img.size
     draw = ImageDraw.Draw(img)
     colour = COLOURS[rng.choice(list(COLOURS))]
     for cell in rng.sample(range(4), n):
-        col, row = cell % 2, cell // 2
-        side = min(w, h) * 0.3
-        cx, cy = w * (0.25 + 0.5 * col), h * (0.25 + 0.5 * row)
-        draw.rectangle((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), fill=colour)
+        draw.rectangle(_quadrant_box(rng, w, h, cell, 0.36), fill=colour)
     return img
 
 
@@ -124,7 +142,8 @@ def make_item(rng: random.Random, writer: _Writer, qtype: str) -> dict:
         question = QUESTIONS["colour"]
     elif qtype == "shape":
         shape = rng.choice(SHAPES)
-        images = [writer.save(draw_single(rng, rng.choice(list(COLOURS)), shape))]
+        # white on dark: the tiny encoder then only has to tell the outlines apart, not also undo the colour
+        images = [writer.save(draw_single(rng, SHAPE_COLOUR, shape, sizes=SQUARE_SIZES))]
         answer, options = shape, SHAPES
         question = QUESTIONS["shape"]
     elif qtype == "count":
@@ -134,7 +153,8 @@ def make_item(rng: random.Random, writer: _Writer, qtype: str) -> dict:
         question = QUESTIONS["count"]
     elif qtype == "position":
         position = rng.choice(POSITIONS)
-        images = [writer.save(draw_single(rng, rng.choice(list(COLOURS)), rng.choice(SHAPES), position))]
+        shape = rng.choice(SHAPES)
+        images = [writer.save(draw_single(rng, rng.choice(list(COLOURS)), shape, position, SQUARE_SIZES))]
         answer, options = position, POSITIONS
         question = QUESTIONS["position"]
     elif qtype == "compare":
@@ -188,11 +208,11 @@ def to_dpo_record(idx: int, item: dict) -> dict:
     }
 
 
-TYPE_WEIGHTS = {"colour": 3, "shape": 4, "count": 4, "position": 4, "compare": 2, "next": 1}
+TYPE_WEIGHTS = {"colour": 3, "shape": 4, "count": 3, "position": 4, "compare": 2, "next": 1}
 
 
 def make_dataset(
-    out_dir: str | Path, n_train: int = 2000, n_heldout: int = 300, n_dpo: int = 600, seed: int = 0
+    out_dir: str | Path, n_train: int = 4800, n_heldout: int = 480, n_dpo: int = 800, seed: int = 0
 ):
     """Write the synthetic dataset (see the module docstring) → dict of the written paths."""
     out_dir = Path(out_dir)
@@ -202,9 +222,9 @@ def make_dataset(
 
     train = []
     for i in range(n_train):
-        if rng.random() < 0.1:  # multi-turn: colour then shape of the same picture
+        if rng.random() < 0.05:  # multi-turn: colour then shape of the same picture
             colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
-            image = writer.save(draw_single(rng, colour, shape))
+            image = writer.save(draw_single(rng, colour, shape, sizes=SQUARE_SIZES))
             item = {"images": [image], "question": QUESTIONS["colour"], "answer": colour}
             train.append(to_sft_record(i, item, {"question": QUESTIONS["shape"], "answer": shape}))
         else:
