@@ -38,7 +38,7 @@ def ensure_dataset(data_dir: Path) -> dict:
     """Generate the synthetic dataset into ``data_dir`` unless a complete one of the current version is there."""
     from .synthetic import VERSION, make_dataset
 
-    names = ("train", "heldout", "mixture", "dpo_train", "dpo_heldout")
+    names = ("train", "heldout", "heldout_llava", "mixture", "dpo_train", "dpo_heldout")
     files = {k: data_dir / f"{k}.{'yaml' if k == 'mixture' else 'json'}" for k in names}
     stamp = data_dir / "VERSION"
     if all(p.exists() for p in files.values()) and stamp.is_file() and stamp.read_text().strip() == VERSION:
@@ -154,6 +154,11 @@ def run_default_sft(overrides: list[str] | None = None) -> dict:
     lines = format_accuracy(acc)
     (run_dir / "heldout_accuracy.json").write_text(json.dumps(acc, indent=2))
     print("\n".join(lines))
+    data_dir = run_dir / "data"
+    print(
+        "the same held-out set through the local evaluator: uv run xgenmm-eval run "
+        f"--model {final} --data {data_dir / 'heldout_llava.json'} --image-folder {data_dir}"
+    )
     result["heldout_accuracy"] = {t: a for t, (a, _c, _n) in acc.items()}
     return result
 

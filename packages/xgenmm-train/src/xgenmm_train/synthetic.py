@@ -6,6 +6,7 @@ grids), saves them as PNG files and writes::
     out_dir/images/000000.png ...
     out_dir/train.json            LLaVA records (single-image, multi-image, multi-turn, text-only)
     out_dir/heldout.json          evaluation items {id, type, image(s), question, answer, chance}
+    out_dir/heldout_llava.json    the same items as LLaVA records with `question_type` (for `xgenmm-eval run`)
     out_dir/mixture.yaml          data_path: {train.json: N} (the reference mixture format)
     out_dir/dpo_train.json        preference records {id, image, conversations (prompt), chosen, rejected}
     out_dir/dpo_heldout.json      the same for held-out pairs
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-VERSION = "5"  # bump when the generated data changes (the default run regenerates an older dataset)
+VERSION = "6"  # bump when the generated data changes (the default run regenerates an older dataset)
 
 COLOURS = {
     "red": (230, 40, 40),
@@ -198,6 +199,14 @@ def to_sft_record(idx: int, item: dict, follow_up: dict | None = None) -> dict:
     return {"id": f"synth-{idx:06d}", **_image_field(item["images"]), "conversations": conv}
 
 
+def to_eval_record(item: dict) -> dict:
+    """A held-out item as the LLaVA-format record `xgenmm-eval run` reads (reference = the last gpt turn)."""
+    record = to_sft_record(0, item)
+    record["id"] = item["id"]
+    record["question_type"] = item["type"]
+    return record
+
+
 def to_dpo_record(idx: int, item: dict) -> dict:
     return {
         "id": f"pref-{idx:06d}",
@@ -243,12 +252,14 @@ def make_dataset(
     paths = {
         "train": out_dir / "train.json",
         "heldout": out_dir / "heldout.json",
+        "heldout_llava": out_dir / "heldout_llava.json",
         "mixture": out_dir / "mixture.yaml",
         "dpo_train": out_dir / "dpo_train.json",
         "dpo_heldout": out_dir / "dpo_heldout.json",
     }
     paths["train"].write_text(json.dumps(train, indent=1))
     paths["heldout"].write_text(json.dumps(heldout, indent=1))
+    paths["heldout_llava"].write_text(json.dumps([to_eval_record(it) for it in heldout], indent=1))
     paths["dpo_train"].write_text(json.dumps(dpo_train, indent=1))
     paths["dpo_heldout"].write_text(json.dumps(dpo_heldout, indent=1))
     paths["mixture"].write_text(
