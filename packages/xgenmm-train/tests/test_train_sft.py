@@ -24,7 +24,11 @@ def _weights(ckpt):
 
 
 def test_sft_steps_reduce_loss_and_save(tmp_path, synth, make_config):
-    config = make_config(tmp_path / "run", synth["mixture"], **{"train.max_steps": 12, "train.lr": 3e-3})
+    config = make_config(
+        tmp_path / "run",
+        synth["mixture"],
+        **{"train.max_steps": 12, "train.lr": 3e-3, "logging.plot": "true"},
+    )
     result = run_sft(config)
     losses = _losses(tmp_path / "run")
     assert len(losses) == 12
@@ -35,6 +39,12 @@ def test_sft_steps_reduce_loss_and_save(tmp_path, synth, make_config):
     from xgenmm_lm import XGenMM
 
     XGenMM.from_pretrained(ckpt / "model")  # loadable
+    try:  # loss.png needs the optional `plot` extra (the workspace installs it)
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    png = tmp_path / "run" / "loss.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _plain_torch_losses(config, steps):
