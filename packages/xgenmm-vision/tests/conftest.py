@@ -35,9 +35,21 @@ def reference_select_best_resolution(original_size, candidates):
     return best_fit
 
 
+def legacy_resize(image, size):
+    """`image.resize(size)` as Pillow 10-12 computed it (horizontal pass, then vertical), on any Pillow version.
+
+    Pillow 13 may run the vertical pass first; `test_pil_resize_reproduces_pillow_12` pins the old pixels with hashes
+    made by Pillow 12 itself.
+    """
+    if size[0] != image.width and size[1] != image.height:
+        image = image.resize((size[0], image.height))
+    return image.resize(size)
+
+
 def reference_anyres(image, base_size=384, grids=REFERENCE_GRIDS, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
     """The original procedure, one PIL step at a time: resize with aspect, paste on black, crop row-major, squashed
-    base first, per-crop bicubic resize to S×S, to tensor, normalise. Returns ((Np, 3, S, S), (w, h))."""
+    base first, per-crop bicubic resize to S×S, to tensor, normalise. Returns ((Np, 3, S, S), (w, h)).
+    Resizes as the original's Pillow (<= 12) computed them."""
     image = image.convert("RGB")
     original_width, original_height = image.size
     target_width, target_height = reference_select_best_resolution(image.size, grids)
@@ -49,14 +61,14 @@ def reference_anyres(image, base_size=384, grids=REFERENCE_GRIDS, mean=(0.5, 0.5
     else:
         new_height = target_height
         new_width = min(math.ceil(original_width * scale_h), target_width)
-    resized = image.resize((new_width, new_height))
+    resized = legacy_resize(image, (new_width, new_height))
     canvas = Image.new("RGB", (target_width, target_height), (0, 0, 0))
     canvas.paste(resized, ((target_width - new_width) // 2, (target_height - new_height) // 2))
     crops = []
     for top in range(0, target_height, base_size):
         for left in range(0, target_width, base_size):
             crops.append(canvas.crop((left, top, left + base_size, top + base_size)))
-    base = image.resize((base_size, base_size))
+    base = legacy_resize(image, (base_size, base_size))
     tensors = []
     for patch in [base] + crops:
         patch = patch.resize((base_size, base_size), Image.Resampling.BICUBIC).convert("RGB")
@@ -92,3 +104,8 @@ def reference_best():
 @pytest.fixture
 def make_image():
     return random_image
+
+
+@pytest.fixture
+def old_pillow_resize():
+    return legacy_resize

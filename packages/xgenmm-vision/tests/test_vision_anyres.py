@@ -1,7 +1,13 @@
 """Grid choice, resize rule and pixel exactness of the anyres processor (spec §1.3, §9 items 1-2)."""
 
+import hashlib
+import importlib.util
+import json
 import random
+from pathlib import Path
 
+import numpy as np
+import PIL
 import pytest
 import torch
 from PIL import Image
@@ -12,9 +18,13 @@ from xgenmm_vision import (
     AnyResImageProcessor,
     grid_shape,
     normalize_grids,
+    pil_resize,
     resized_size,
     select_best_resolution,
+    torch_resize,
 )
+
+GOLDEN = Path(__file__).parent / "golden"
 
 
 def test_candidate_list_is_the_released_one_in_order():
@@ -183,7 +193,7 @@ def test_bad_inputs():
         AnyResImageProcessor(std=(0.5, 0.0, 0.5))
 
 
-def test_matches_real_torchvision_transform(make_image):
+def test_matches_real_torchvision_transform(make_image, old_pillow_resize):
     """The original per-crop transform itself (torchvision, when installed) gives the same bits."""
     transforms = pytest.importorskip("torchvision.transforms")
     transform = transforms.Compose(
@@ -195,9 +205,73 @@ def test_matches_real_torchvision_transform(make_image):
     )
     image = make_image(640, 480, seed=5)
     canvas = Image.new("RGB", (768, 768))
-    canvas.paste(image.resize((768, 576)), (0, 96))
-    patches = [image.resize((384, 384))] + [
+    canvas.paste(old_pillow_resize(image, (768, 576)), (0, 96))
+    patches = [old_pillow_resize(image, (384, 384))] + [
         canvas.crop((x, y, x + 384, y + 384)) for y in (0, 384) for x in (0, 384)
     ]
     expected = torch.stack([transform(p) for p in patches])
     assert torch.equal(AnyResImageProcessor()(image).pixel_values, expected)
+
+
+# ---------------------------------------------------------------- resize backends
+
+
+def _golden():
+    spec = importlib.util.spec_from_file_location("golden_maker", GOLDEN / "make_pillow12_resize_golden.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    cases = json.loads((GOLDEN / "pillow12_resize_sha256.json").read_text())["cases"]
+    return maker, cases
+
+
+def test_pil_resize_reproduces_pillow_12():
+    """`pil_resize` gives Pillow 10-12's pixels (the released models' training data) on the installed Pillow."""
+    maker, cases = _golden()
+    assert len(cases) == len(maker.CASES) >= 16
+    for case in cases:
+        image = Image.fromarray(maker.noise_image(*case["size"], case["seed"]), "RGB")
+        out = np.asarray(pil_resize(image, case["target"]))
+        assert out.shape == (case["target"][1], case["target"][0], 3)
+        assert hashlib.sha256(out.tobytes()).hexdigest() == case["sha256"], case
+
+
+@pytest.mark.skipif(
+    int(PIL.__version__.split(".")[0]) < 13, reason="Pillow <= 12 runs the old pass order itself"
+)
+def test_pillow_13_one_call_resize_differs_from_the_old_pixels():
+    """Why `pil_resize` exists: Pillow 13's own `Image.resize` changes some of the golden cases."""
+    maker, cases = _golden()
+    changed = 0
+    for case in cases:
+        image = Image.fromarray(maker.noise_image(*case["size"], case["seed"]), "RGB")
+        out = np.asarray(image.resize(tuple(case["target"]), Image.Resampling.BICUBIC))
+        changed += hashlib.sha256(out.tobytes()).hexdigest() != case["sha256"]
+    assert changed > 0
+
+
+@pytest.mark.parametrize("size", [(640, 480), (500, 2000), (2000, 500), (68, 85), (1, 1), (385, 383)])
+def test_torch_backend_is_within_two_levels_of_pil(size, make_image):
+    image = make_image(*size, seed=size[0] + size[1])
+    exact = AnyResImageProcessor()(image)
+    fast = AnyResImageProcessor(resize_backend="torch")(image)
+    assert fast.image_size == exact.image_size == size
+    assert fast.pixel_values.shape == exact.pixel_values.shape and fast.pixel_values.dtype == torch.float32
+    levels = (fast.pixel_values - exact.pixel_values).abs() * 255 / 2  # std 0.5: one level = 2/255
+    assert levels.max() <= 2 + 1e-4
+    assert (levels > 0.5).float().mean() < 0.02  # almost every value is identical
+
+
+def test_torch_resize_on_noise_is_within_two_levels():
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        w, h, tw, th = (int(v) for v in rng.integers(1, 700, 4))
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        exact = np.asarray(pil_resize(Image.fromarray(pixels, "RGB"), (tw, th))).astype(int)
+        fast = torch_resize(torch.from_numpy(pixels), (tw, th))
+        assert fast.dtype == torch.uint8 and tuple(fast.shape) == (th, tw, 3)
+        assert np.abs(fast.numpy().astype(int) - exact).max() <= 2
+
+
+def test_unknown_resize_backend_is_refused():
+    with pytest.raises(ValueError, match="resize_backend"):
+        AnyResImageProcessor(resize_backend="cv2")

@@ -4,6 +4,7 @@ Sizes are (width, height) throughout.
 """
 
 from .anyres import (
+    RESIZE_BACKENDS,
     XGENMM_GRID_MULTIPLES,
     XGENMM_GRIDS,
     AnyResBatch,
@@ -11,8 +12,10 @@ from .anyres import (
     AnyResImageProcessor,
     grid_shape,
     normalize_grids,
+    pil_resize,
     resized_size,
     select_best_resolution,
+    torch_resize,
 )
 from .regroup import regroup_anyres_features, unpad_mask
 from .siglip import SIGLIP_SO400M, SiglipVisionEncoder, siglip_so400m_config
@@ -37,12 +40,15 @@ __all__ = [
     "AnyResImage",
     "AnyResImageProcessor",
     "OpenClipVisionEncoder",
+    "RESIZE_BACKENDS",
     "SiglipVisionEncoder",
     "grid_shape",
     "normalize_grids",
+    "pil_resize",
     "regroup_anyres_features",
     "resized_size",
     "select_best_resolution",
     "siglip_so400m_config",
+    "torch_resize",
     "unpad_mask",
 ]
