@@ -12,8 +12,17 @@ Peak memory: each attention implementation (`PerceiverResampler.attention_impl` 
 step in its own process, so the numbers do not mix: on CPU the growth of max RSS (`resource.getrusage`) over the
 step (activations + parameter gradients + allocator slack); on CUDA `torch.cuda.max_memory_allocated()` over
 two steps (absolute, and its growth over the model + inputs). Time: one model, the two implementations
-interleaved step by step (`_common.interleaved`), median of the timed repetitions after the warm-ups, plus the
-median of the per-repetition ratios. FLOPs are counted analytically (matmuls only; backward = 2 × forward).
+interleaved step by step, the order alternating every repetition (sdpa math, math sdpa, ...); median of the
+timed repetitions after the warm-ups (`speedup_sdpa_vs_math`, the ratio of the medians), plus the median of the
+per-repetition ratios (`..._paired_median`). On CPU each step's process CPU time (all threads) is recorded too:
+on a shared machine a step's wall time swings 2× with the other processes' load, its CPU time far less, so
+`speedup_sdpa_vs_math_cpu_time` (median of the paired CPU-time ratios) is the load-robust number.
+`attention_only` times just what differs, the attention kernel forward+backward at the preset's shapes (q/k/v
+laid out as the model makes them, the same key mask), interleaved over more repetitions.
+
+The two implementations differ only in the attention, ~6 % of a step's FLOPs (the `to_kv` projection of the
+857 keys is most of the rest), so the whole-step speed-up is bounded by that share even where the kernel
+itself is ~2× faster. FLOPs are counted analytically (matmuls only; backward = 2 × forward).
 `matmul_gflops_now` (a plain 2048³ matmul, measured right after the timed steps) shows how much of the machine
 the run actually had: on a shared CPU compare `achieved_gflops` against it, not against the nominal peak.
 Prints one JSON object.
@@ -31,7 +40,6 @@ import time
 from _common import (
     add_standard_args,
     emit,
-    interleaved,
     machine_info,
     require_cuda,
     resolve_reps,
@@ -120,6 +128,72 @@ def build(args: argparse.Namespace):
     return model, step
 
 
+def interleaved_alternating(fns: dict, reps: int, warmup: int, sync=None) -> dict[str, dict]:
+    """Like `_common.interleaved`, but the order flips every repetition (A B, B A, A B, ...), so neither
+    implementation always runs right after the other, and each run's process CPU time (all threads,
+    `time.process_time`) is kept beside its wall time. → per name `{"reps_s": [...], "cpu_s": [...]}`.
+    """
+    sync = sync or (lambda: None)
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    out = {name: {"reps_s": [], "cpu_s": []} for name in names}
+    for rep in range(reps):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            sync()
+            wall, cpu = time.perf_counter(), time.process_time()
+            fns[name]()
+            sync()
+            out[name]["reps_s"].append(time.perf_counter() - wall)
+            out[name]["cpu_s"].append(time.process_time() - cpu)
+    return out
+
+
+def paired_median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    return statistics.median(n / d for n, d in zip(numerators, denominators))
+
+
+def build_attention(args: argparse.Namespace):
+    """The attention kernels alone at the preset's shapes → `{impl: step}`; `step()` runs forward+backward.
+
+    q `(G, 16, 128, 96)` and k/v `(G, 16, 857, 96)` are views of `to_q`/`to_kv`-shaped tensors, as in
+    `PerceiverAttention`; the key mask is the benchmark's (plus the always-visible latent keys).
+    """
+    import torch
+    from einops import rearrange
+
+    from xgenmm_sampler import PerceiverResamplerConfig
+    from xgenmm_sampler.modeling import math_attention, sdpa_attention
+
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    cfg = PerceiverResamplerConfig.xgenmm()
+    heads, inner, keys = cfg.heads, cfg.heads * cfg.dim_head, NUM_TOKENS + cfg.num_latents
+    g = torch.Generator().manual_seed(2)
+    q_in = torch.randn(args.groups, cfg.num_latents, inner, generator=g).to(device=device, dtype=dtype)
+    kv_in = torch.randn(args.groups, keys, 2 * inner, generator=g).to(device=device, dtype=dtype)
+    q_in.requires_grad_(True)
+    kv_in.requires_grad_(True)
+    grad_out = torch.randn(args.groups, heads, cfg.num_latents, cfg.dim_head, generator=g)
+    grad_out = grad_out.to(device=device, dtype=dtype)
+    key_mask = torch.ones(args.groups, keys, dtype=torch.bool)
+    for i, count in enumerate(visible_counts(args.groups)):
+        key_mask[i, count:NUM_TOKENS] = False
+    key_mask = key_mask.to(device)[:, None, None, :]
+
+    def make_step(kernel):
+        def step() -> None:
+            q_in.grad = kv_in.grad = None
+            q = rearrange(q_in, "b s (h d) -> b h s d", h=heads)
+            k, v = (rearrange(t, "b s (h d) -> b h s d", h=heads) for t in kv_in.chunk(2, dim=-1))
+            kernel(q, k, v, key_mask).backward(grad_out)
+
+        return step
+
+    return {"sdpa": make_step(sdpa_attention), "math": make_step(math_attention)}
+
+
 def visible_counts(groups: int) -> list[int]:
     return [VISIBLE_PATTERN[i % len(VISIBLE_PATTERN)] for i in range(groups)]
 
@@ -199,7 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Peak memory: each implementation in its own process.
     memory = {impl: run_memory_worker(impl, args) for impl in IMPLS}
 
-    # Time: one model, the two implementations interleaved step by step so machine load hits them alike.
+    # Time: one model, the two implementations interleaved step by step (order alternating) so machine load
+    # hits them alike.
     model, step = build(args)
 
     def run_with(impl: str):
@@ -212,14 +287,17 @@ def main(argv: list[str] | None = None) -> dict:
     sync = torch.cuda.synchronize if on_cuda else None
     if on_cuda:
         report["gpu_warmup_tflops"] = round(warm_up_gpu(5.0), 1)  # clocks up before timing
-    timing = interleaved(
+    timing = interleaved_alternating(
         {impl: run_with(impl) for impl in IMPLS}, reps=args.reps, warmup=args.warmup, sync=sync
     )
     report["matmul_gflops_now"] = round(matmul_gflops(torch.device(args.device), model.latents.dtype), 1)
 
     for impl in IMPLS:
-        median = timing[impl]["median_s"]
+        median = statistics.median(timing[impl]["reps_s"])
         res = {"median_s": round(median, 4), "times_s": [round(t, 4) for t in timing[impl]["reps_s"]]}
+        if not on_cuda:
+            res["cpu_median_s"] = round(statistics.median(timing[impl]["cpu_s"]), 4)
+            res["cpu_times_s"] = [round(t, 4) for t in timing[impl]["cpu_s"]]
         res["achieved_gflops"] = round(step_flops / median / 1e9, 1)
         if on_cuda:
             res["achieved_tflops"] = round(step_flops / median / 1e12, 2)
@@ -231,8 +309,26 @@ def main(argv: list[str] | None = None) -> dict:
         else "max RSS growth over one step (resource.getrusage), fresh process per implementation"
     )
     report["speedup_sdpa_vs_math"] = round(report["math"]["median_s"] / report["sdpa"]["median_s"], 3)
-    paired = [m / s for s, m in zip(timing["sdpa"]["reps_s"], timing["math"]["reps_s"])]
-    report["speedup_sdpa_vs_math_paired_median"] = round(statistics.median(paired), 3)
+    paired = paired_median_ratio(timing["math"]["reps_s"], timing["sdpa"]["reps_s"])
+    report["speedup_sdpa_vs_math_paired_median"] = round(paired, 3)
+    if not on_cuda:
+        paired_cpu = paired_median_ratio(timing["math"]["cpu_s"], timing["sdpa"]["cpu_s"])
+        report["speedup_sdpa_vs_math_cpu_time"] = round(paired_cpu, 3)
+
+    # The attention kernels alone: short runs, so more repetitions for the same time.
+    attn_reps, attn_warmup = 4 * args.reps, max(args.warmup, 2)
+    attn = interleaved_alternating(build_attention(args), reps=attn_reps, warmup=attn_warmup, sync=sync)
+    attention_only = {"reps": attn_reps}
+    for impl in IMPLS:
+        attention_only[f"{impl}_median_ms"] = round(1e3 * statistics.median(attn[impl]["reps_s"]), 2)
+    attention_only["speedup_sdpa_vs_math"] = round(
+        paired_median_ratio(attn["math"]["reps_s"], attn["sdpa"]["reps_s"]), 3
+    )
+    if not on_cuda:
+        attention_only["speedup_sdpa_vs_math_cpu_time"] = round(
+            paired_median_ratio(attn["math"]["cpu_s"], attn["sdpa"]["cpu_s"]), 3
+        )
+    report["attention_only"] = attention_only
     report["peak_mem_ratio_sdpa_vs_math"] = round(
         report["sdpa"]["peak_mem_growth_mb"] / max(report["math"]["peak_mem_growth_mb"], 1e-9), 3
     )

