@@ -55,3 +55,28 @@ def test_cli_print_config(capsys):
         main(["sft", "--config", str(CONFIGS / "xgenmm-phi3-sft.yaml"), "--print-config", "train.bad=1"]) == 2
     )
     assert "train.bad" in capsys.readouterr().err
+
+
+def test_optimizer_and_attention_choices(tmp_path, synth, make_config):
+    import torch
+
+    from xgenmm_train.distributed import build_optimizer
+    from xgenmm_train.modeling import build_model
+    from xgenmm_train.sft import SFTRecipe
+
+    with pytest.raises(ConfigError, match=r"train\.optimizer"):
+        load_config(CONFIGS / "default-sft.yaml", ["train.optimizer=sgd"])
+    config = make_config(tmp_path / "run", synth["mixture"])
+    assert config.train.optimizer == "adamw" and config.model.attn_implementation == "sdpa_varlen"
+    model, _ = build_model(config, texts=lambda: SFTRecipe().texts(config))
+    assert model.lang_model.config._attn_implementation == "sdpa_varlen"
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer(params, config)
+    # CPU parameters: torch's default AdamW (fused=True is chosen only for parameters on a GPU)
+    assert isinstance(opt, torch.optim.AdamW) and not opt.defaults["fused"] and not opt.defaults["foreach"]
+    config.train.optimizer = "adamw_foreach"
+    assert build_optimizer(params, config).defaults["foreach"] is True
+
+    sdpa = make_config(tmp_path / "run2", synth["mixture"], **{"model.attn_implementation": "sdpa"})
+    model, _ = build_model(sdpa, texts=lambda: SFTRecipe().texts(sdpa))
+    assert model.lang_model.config._attn_implementation == "sdpa"

@@ -25,9 +25,13 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from xgenmm_sampler import PerceiverResampler
 from xgenmm_vision import AnyResImageProcessor, SiglipVisionEncoder, regroup_anyres_features
 
+from .attention import VARLEN_ATTENTION, flat_segment_lengths
+from .attention import register as _register_attention
 from .configuration import XGenMMConfig
 from .splice import splice_vision_tokens
 from .vocab import extend_vocabulary
+
+_register_attention()  # attn_implementation="sdpa_varlen" (see attention.py)
 
 
 @contextlib.contextmanager
@@ -76,17 +80,44 @@ def shifted_cross_entropy(
     return loss
 
 
+def supervised_token_logps(
+    hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, where: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the next-token labels, with the LM head run only where a label is supervised.
+
+    hidden `(B, L, D)` final hidden states, labels `(B, L)` (-100 = not supervised), head the LM's output layer,
+    where `(N, 2)` = `(labels[:, 1:] != -100).nonzero()` if already computed → (logps `(B, L-1)` fp32, 0 where
+    not supervised; mask `(B, L-1)` bool). Position t predicts label t+1, as in the HF causal-LM loss. Equals
+    `log_softmax(head(hidden).float())` gathered at the labels, without the `(B, L, V)` logits (nor their fp32
+    copy) for the unsupervised positions.
+    """
+    batch, length, dim = hidden.shape
+    mask = labels[:, 1:] != -100  # (B, L-1)
+    if where is None:
+        where = mask.nonzero()  # (N, 2): row, position (a host sync)
+    rows, pos = where[:, 0], where[:, 1]
+    picked = hidden.reshape(batch * length, dim).index_select(0, rows * length + pos)  # (N, D)
+    logits = head(picked).float()  # (N, V)
+    targets = labels.reshape(-1).index_select(0, rows * length + pos + 1)
+    logps = -F.cross_entropy(logits, targets, reduction="none")  # (N,)
+    out = logps.new_zeros(batch * (length - 1)).index_put((rows * (length - 1) + pos,), logps)
+    return out.view(batch, length - 1), mask
+
+
 @dataclass
 class XGenMMOutput(CausalLMOutputWithPast):
     """`CausalLMOutputWithPast` over the expanded (text + vision) sequence of length L'.
 
     Adds `labels (B, L')` (-100 on vision positions and padding) and `attention_mask (B, L')`, so trainers can
-    compute their own token-level losses; `segment_ids (B, L')` for packed rows.
+    compute their own token-level losses; `segment_ids (B, L')` for packed rows; with `forward(token_logps=True)`
+    `token_logps (B, L'-1)` fp32 and `token_mask (B, L'-1)` (see `supervised_token_logps`).
     """
 
     labels: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     segment_ids: torch.Tensor | None = None
+    token_logps: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
 
 
 class XGenMM(nn.Module):
@@ -94,7 +125,8 @@ class XGenMM(nn.Module):
 
     Args:
         config: `XGenMMConfig`.
-        attn_implementation: the LM's attention ("sdpa" default, "eager", "flash_attention_2", ...).
+        attn_implementation: the LM's attention ("sdpa" default, "sdpa_varlen" (packed training rows attended
+            sample by sample, see `attention.py`), "eager", "flash_attention_2", ...).
     """
 
     def __init__(self, config: XGenMMConfig, attn_implementation: str | None = "sdpa", dtype=torch.float32):
@@ -316,6 +348,7 @@ class XGenMM(nn.Module):
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        token_logps: bool = False,
         **lm_kwargs,
     ) -> XGenMMOutput:
         """Training / scoring forward over right-padded rows.
@@ -328,29 +361,65 @@ class XGenMM(nn.Module):
             labels: `(B, L)`, -100 = not supervised.
             position_ids, segment_ids: packed rows (TEXT coordinates); attention then stays inside each sample.
             num_items_in_batch: divide the summed loss by this instead of taking the mean.
+            token_logps: (needs `labels`) return `token_logps`/`token_mask` instead of logits: the LM head runs
+                only on the positions whose next label is supervised (`supervised_token_logps`); `logits` and
+                `loss` are then None (the caller reduces the log-probs itself). For training.
             lm_kwargs: passed to the LM (e.g. `output_hidden_states`).
         Returns:
             `XGenMMOutput`: loss (mean CE over supervised tokens), logits `(B, L', initial_tokenizer_len + 3)`,
             labels / attention_mask / segment_ids `(B, L')`.
         """
+        if token_logps and labels is None:
+            raise ValueError("token_logps=True needs labels")
         spliced = self.prepare_inputs(
             input_ids, attention_mask, pixel_values, image_sizes, labels, position_ids, segment_ids, "right"
         )
         packed = spliced.segment_ids is not None
-        out = self.lang_model(
+        no_cache = not lm_kwargs.get("use_cache") and all(
+            lm_kwargs.get(k) is None for k in ("cache", "past_key_values")
+        )
+        if self.lang_model.config._attn_implementation == VARLEN_ATTENTION and no_cache:
+            # Samples of the flattened rows for attention.py (one host sync); the LM still gets the position ids.
+            lengths = flat_segment_lengths(spliced.attention_mask, spliced.segment_ids)
+            lm_kwargs["segment_lengths"] = lengths
+            cumulative = [0]
+            for n in lengths:
+                cumulative.append(cumulative[-1] + n)
+            lm_kwargs["cu_seqlens"] = torch.tensor(cumulative, dtype=torch.int32).to(
+                spliced.inputs_embeds.device, non_blocking=True
+            )
+        lm_inputs = dict(
             inputs_embeds=spliced.inputs_embeds,
             # Packed rows: no 2-D mask, so transformers derives the block-diagonal mask from the restarting
-            # position ids (SDPA/eager mask, or varlen flash-attention).
+            # position ids (SDPA/eager mask, or varlen flash-attention); "sdpa_varlen" uses the segments above.
             attention_mask=None if packed else spliced.attention_mask,
             position_ids=spliced.position_ids,
             use_cache=lm_kwargs.pop("use_cache", False),
             **lm_kwargs,
         )
+        # transformers 5 names the cache field `cache`, 4.x `past_key_values`.
+        cache_field = "cache" if "cache" in XGenMMOutput.__dataclass_fields__ else "past_key_values"
+        if token_logps:
+            # The supervised positions are found (one host sync) before the LM's kernels are queued.
+            where = (spliced.labels[:, 1:] != -100).nonzero()
+            decoder = getattr(self.lang_model, self.lang_model.base_model_prefix)
+            out = decoder(**lm_inputs)
+            logps, mask = supervised_token_logps(
+                out.last_hidden_state, spliced.labels, self.lang_model.get_output_embeddings(), where
+            )
+            return XGenMMOutput(
+                hidden_states=out.hidden_states,
+                attentions=out.attentions,
+                labels=spliced.labels,
+                attention_mask=spliced.attention_mask,
+                segment_ids=spliced.segment_ids,
+                token_logps=logps,
+                token_mask=mask,
+            )
+        out = self.lang_model(**lm_inputs)
         loss = None
         if spliced.labels is not None:
             loss = shifted_cross_entropy(out.logits, spliced.labels, spliced.segment_ids, num_items_in_batch)
-        # transformers 5 names the cache field `cache`, 4.x `past_key_values`.
-        cache_field = "cache" if "cache" in XGenMMOutput.__dataclass_fields__ else "past_key_values"
         return XGenMMOutput(
             loss=loss,
             logits=out.logits,
@@ -413,4 +482,4 @@ def _normalise_images(pixel_values, image_sizes, batch: int):
     return pixels, sizes
 
 
-__all__ = ["XGenMM", "XGenMMOutput", "empty_parameters", "shifted_cross_entropy"]
+__all__ = ["XGenMM", "XGenMMOutput", "empty_parameters", "shifted_cross_entropy", "supervised_token_logps"]

@@ -45,6 +45,10 @@ class ModelConfig:
     train_vision_tokenizer: bool = True
     train_lang_model: bool = True
     gradient_checkpointing: bool = False
+    # Attention of the LM: "sdpa_varlen" (SDPA; packed and right-padded training rows are attended sample by
+    # sample, with the flash-attention varlen kernel on CUDA, instead of one dense block-diagonal mask), or any
+    # transformers implementation ("sdpa", "eager", "flash_attention_2", ...).
+    attn_implementation: str = "sdpa_varlen"
 
 
 @dataclass
@@ -79,6 +83,16 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     clip_grad: float = 1.0  # 0 disables clipping
+    # "adamw": torch AdamW, its fused kernel when the parameters are on a GPU (no full-size temporaries);
+    # "adamw_foreach": torch AdamW's multi-tensor form (each step allocates temporaries as large as the
+    # optimizer state); "deepspeed_adam": deepspeed.ops.adam.FusedAdam (GPU only, JIT-built on first use).
+    # With deepspeed.offload_optimizer the optimizer is always DeepSpeedCPUAdam.
+    optimizer: str = "adamw"
+    # Trainable parameters are split, in model order, into optimizer param groups of at most this many elements
+    # (same hyper-parameters, so the same update). ZeRO-1/2 turn one group's gradients into fp32 at a time in
+    # the optimizer step: with one group of all 3.9 B parameters that transient (bf16 copy + fp32, 6 bytes per
+    # parameter) is what tops the GPU memory peak. 0 = one group. Models below this size keep one group.
+    optimizer_group_params: int = 250_000_000
     precision: str = "bf16"  # bf16 | fp16 | fp32
     nan_policy: str = "stop"  # stop | skip
 
@@ -163,6 +177,7 @@ _CHOICES = {
     "train.lr_scheduler": ("cosine", "linear", "constant"),
     "train.precision": ("bf16", "fp16", "fp32"),
     "train.nan_policy": ("stop", "skip"),
+    "train.optimizer": ("adamw", "adamw_foreach", "deepspeed_adam"),
     "dpo.reference": ("precompute", "lora", "model"),
 }
 
@@ -220,6 +235,8 @@ def validate(config: Config) -> None:
         )
     if config.deepspeed.offload_params and config.deepspeed.zero_stage != 3:
         raise ConfigError("config key 'deepspeed.offload_params': needs deepspeed.zero_stage=3")
+    if config.train.optimizer_group_params < 0:
+        raise ConfigError("config key 'train.optimizer_group_params': must be >= 0")
     for key in ("train.micro_batch_size", "train.grad_accum", "train.epochs", "checkpoint.keep_last"):
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:

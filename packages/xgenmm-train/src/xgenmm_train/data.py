@@ -85,6 +85,9 @@ def step_loader(dataset: Dataset, collate_fn, plan: list, start: int, rank: int,
         collate_fn=collate_fn,
         num_workers=config.data.num_workers,
         persistent_workers=False,
+        # Page-locked batches: the trainer's `to(device, non_blocking=True)` is then really asynchronous (from
+        # pageable memory the copy of a micro-batch's pixels, ~70 MB at 8 images of 5 crops, blocks the step).
+        pin_memory=torch.cuda.is_available(),
     )
 
 

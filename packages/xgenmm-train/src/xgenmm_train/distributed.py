@@ -99,24 +99,62 @@ def lr_lambda(step: int, warmup: int, total: int, kind: str, min_ratio: float = 
     return min_ratio + (1.0 - min_ratio) * decay
 
 
+def param_groups(params: list, max_elements: int) -> list[dict]:
+    """``params`` in order, cut into groups of at most ``max_elements`` elements (a larger tensor gets a group
+    of its own); ``max_elements`` 0 = one group. Every group has the same hyper-parameters."""
+    if max_elements <= 0:
+        return [{"params": list(params)}]
+    groups, current, size = [], [], 0
+    for p in params:
+        if current and size + p.numel() > max_elements:
+            groups.append({"params": current})
+            current, size = [], 0
+        current.append(p)
+        size += p.numel()
+    if current:
+        groups.append({"params": current})
+    return groups
+
+
+def build_optimizer(params: list, config: Config) -> torch.optim.Optimizer:
+    """AdamW over ``params`` (the same hyper-parameters for all, spec §1.8; param groups of at most
+    ``train.optimizer_group_params`` elements, see ``param_groups``), the implementation chosen by
+    ``train.optimizer``.
+
+    "adamw": torch AdamW, ``fused=True`` when the parameters are on a GPU: one kernel per step and no
+    temporaries, where the multi-tensor form ("adamw_foreach") allocates several state-sized buffers (under
+    ZeRO the state is one flat tensor per param group, so each buffer is 4 bytes × its elements).
+    "deepspeed_adam": DeepSpeed's FusedAdam (GPU only; the op is JIT-compiled on first use).
+    ``deepspeed.offload_optimizer``: DeepSpeedCPUAdam whatever ``train.optimizer`` says.
+    """
+    t = config.train
+    kwargs = dict(lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
+    on_gpu = all(p.device.type == "cuda" for p in params)
+    params = param_groups(params, t.optimizer_group_params)
+    if config.deepspeed.offload_optimizer:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(params, **kwargs)
+    if t.optimizer == "deepspeed_adam":
+        if not on_gpu:
+            raise ValueError("train.optimizer=deepspeed_adam needs the parameters on a CUDA GPU")
+        from deepspeed.ops.adam import FusedAdam
+
+        return FusedAdam(params, adam_w_mode=True, **kwargs)
+    if t.optimizer == "adamw_foreach":
+        return torch.optim.AdamW(params, foreach=True, **kwargs)
+    return torch.optim.AdamW(params, fused=True if on_gpu else None, **kwargs)
+
+
 def build_engine(model: torch.nn.Module, config: Config, world_size: int, total_steps: int):
-    """Wrap ``model`` in a DeepSpeed engine with a torch AdamW (one group, spec §1.8) and the lr schedule."""
+    """Wrap ``model`` in a DeepSpeed engine with AdamW (``build_optimizer``) and the lr schedule."""
     import deepspeed
 
     t = config.train
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: check model.train_* and lora.* in the config")
-    if config.deepspeed.offload_optimizer:
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-        optimizer = DeepSpeedCPUAdam(
-            params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay
-        )
-    else:
-        optimizer = torch.optim.AdamW(
-            params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay
-        )
+    optimizer = build_optimizer(params, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, t.warmup_steps, total_steps, t.lr_scheduler, t.min_lr_ratio)
     )
@@ -129,4 +167,11 @@ def build_engine(model: torch.nn.Module, config: Config, world_size: int, total_
     return engine, optimizer, scheduler
 
 
-__all__ = ["build_engine", "deepspeed_config", "free_port", "init_distributed", "lr_lambda"]
+__all__ = [
+    "build_engine",
+    "build_optimizer",
+    "deepspeed_config",
+    "free_port",
+    "init_distributed",
+    "lr_lambda",
+]

@@ -23,15 +23,16 @@ import torch
 
 from .config import Config
 from .data import PreferenceCollator, PreferenceDataset
-from .losses import dpo_loss, sequence_logps
+from .losses import dpo_loss
 from .trainer import StepContext, all_reduce_sum, model_inputs, to_device, train
 
 
 def pair_logps(model_or_engine, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward a preference batch (chosen rows then rejected rows) → (chosen (B,), rejected (B,) summed
     log-probs, chosen supervised-token counts (B,))."""
-    out = model_or_engine(**model_inputs(batch))
-    logps = sequence_logps(out.logits, out.labels)
+    # token_logps: = sequence_logps(logits, labels), with the LM head on the supervised positions only.
+    out = model_or_engine(**model_inputs(batch), token_logps=True)
+    logps = out.token_logps.sum(-1)
     B = logps.shape[0] // 2
     n_chosen = (out.labels[:B, 1:] != -100).sum(-1)
     return logps[:B], logps[B:], n_chosen

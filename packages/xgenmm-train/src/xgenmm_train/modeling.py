@@ -32,11 +32,12 @@ def build_model(config: Config, texts=None, rank: int = 0):
     from xgenmm_lm import XGenMM, build_tokenizer, tiny_config, train_tiny_tokenizer
 
     m = config.model
+    attn = m.attn_implementation
     if m.init == "pretrained":
-        model = XGenMM.from_pretrained(m.path)
+        model = XGenMM.from_pretrained(m.path, attn_implementation=attn)
         tokenizer = build_tokenizer(m.path)
     elif (init_dir(config) / "config.json").is_file():
-        model = XGenMM.from_pretrained(init_dir(config))
+        model = XGenMM.from_pretrained(init_dir(config), attn_implementation=attn)
         tokenizer = build_tokenizer(init_dir(config))
     else:
         tokenizer = train_tiny_tokenizer(texts(), vocab_size=m.tiny_vocab_size)
@@ -44,7 +45,7 @@ def build_model(config: Config, texts=None, rank: int = 0):
         for key, value in m.tiny_overrides.items():
             _set_dotted(cfg, key, value)
         torch.manual_seed(config.train.seed)
-        model = XGenMM.from_config(cfg)
+        model = XGenMM.from_config(cfg, attn_implementation=attn)
         if rank == 0:
             model.save_pretrained(init_dir(config), tokenizer=tokenizer)
     model.set_trainable(

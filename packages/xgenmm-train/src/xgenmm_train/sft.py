@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .config import Config
 from .data import build_sft_dataset
-from .losses import count_supervised_tokens, sft_loss_sum
+from .losses import count_supervised_tokens
 from .trainer import StepContext, all_reduce_sum, model_inputs, to_device, train
 
 
@@ -44,8 +44,9 @@ class SFTRecipe:
         loss_sum = tokens = samples = 0.0
         for batch in micro:
             batch = to_device(batch, ctx.device)
-            out = engine(**model_inputs(batch))
-            ce_sum, _ = sft_loss_sum(out.logits, out.labels)
+            # token_logps: the LM head and the fp32 cross-entropy run only on the supervised positions.
+            out = engine(**model_inputs(batch), token_logps=True)
+            ce_sum = -out.token_logps.sum()
             loss = ctx.guard(ce_sum * scale)
             engine.backward(loss, scale_wrt_gas=False)
             engine.step()

@@ -36,9 +36,12 @@ def seed_everything(seed: int) -> None:
 
 
 def all_reduce_sum(values: list[float], device) -> list[float]:
+    """Sum ``values`` over the ranks (float64). One process: the values themselves, without the round trip
+    through the device (each round trip waits for the GPU to finish all queued work)."""
+    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return [float(v) for v in values]
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        torch.distributed.all_reduce(t)
+    torch.distributed.all_reduce(t)
     return t.tolist()
 
 

@@ -1,0 +1,169 @@
+"""LM attention for packed and right-padded training rows: each sample attends only within itself.
+
+transformers' "sdpa" turns a packed row (several samples, position ids restarting at every sample) into ONE dense
+`(L, L)` block-diagonal mask, so SDPA cannot use its flash kernel and computes every `L²` score: at micro-batch 8
+packed (one row of ~9 200 tokens) that is ~8× the attention work of the samples alone. "sdpa_varlen" computes
+the same attention sample by sample instead: with flash-attention's variable-length kernel
+(`torch.nn.attention.varlen.varlen_attn`) on CUDA in bf16/fp16, else one causal SDPA call per sample.
+
+`XGenMM.forward` passes the samples of the flattened `(B·L')` sequence as `segment_lengths` (host ints, summing
+to `B·L'`: every sample, and every row's padding tail as one more segment) and `cu_seqlens` (their cumulative
+sum, int32 on the device). Right padding never changes a real token's output under causal attention, and padding
+positions are never supervised, so the result equals "sdpa" on every real position. Any call without
+`segment_lengths` (generation, scoring, other callers) runs transformers' "sdpa" unchanged, with the same masks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+VARLEN_ATTENTION = "sdpa_varlen"
+
+
+def flat_segment_lengths(attention_mask: torch.Tensor, segment_ids: torch.Tensor | None) -> list[int]:
+    """Lengths of the runs of the flattened `(B·L)` sequence: each sample (or unpacked row's real part) and each
+    row's padding tail. attention_mask `(B, L)` 0/1 (right padding), segment_ids `(B, L)` (-1 on padding) or
+    None. One host sync."""
+    batch, length = attention_mask.shape
+    seg = segment_ids if segment_ids is not None else attention_mask.long() - 1  # unpacked: 0 real, -1 pad
+    row = torch.arange(batch, device=seg.device).unsqueeze(1) * (length + 1)
+    _, counts = torch.unique_consecutive((seg + 1 + row).reshape(-1), return_counts=True)
+    return counts.tolist()
+
+
+def _causal_window_mask(n: int, window: int, device) -> torch.Tensor:
+    """`(n, n)` bool: key j visible from query i when j <= i and i - j < window (transformers' sliding window)."""
+    i = torch.arange(n, device=device)
+    diff = i[:, None] - i[None, :]
+    return (diff >= 0) & (diff < window)
+
+
+_VARLEN = None  # (function, parameter names) once looked up; False when unavailable or when it failed
+# Calls per path since import (benchmarks report them: did the flash varlen kernel run?).
+CALLS = {"varlen": 0, "per_segment": 0}
+
+
+def _varlen_function():
+    global _VARLEN
+    if _VARLEN is None:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+
+            _VARLEN = (varlen_attn, set(inspect.signature(varlen_attn).parameters))
+        except (ImportError, AttributeError, ValueError, TypeError):
+            _VARLEN = False
+    return _VARLEN
+
+
+def _varlen_attention(q, k, v, cu_seqlens, max_len: int, scaling: float | None, window: int | None):
+    """Flash varlen attention on `(T, H, d)` tensors, or None when this torch cannot express the call."""
+    found = _varlen_function()
+    if not found:
+        return None
+    fn, params = found
+    kwargs = {}
+    if "window_size" in params:  # torch >= 2.10: (left, right); (-1, 0) = causal
+        kwargs["window_size"] = (-1 if window is None else window - 1, 0)
+    elif "is_causal" in params and window is None:  # torch 2.9
+        kwargs["is_causal"] = True
+    else:
+        return None
+    if "scale" in params:
+        kwargs["scale"] = scaling
+    elif scaling is not None and abs(scaling - q.shape[-1] ** -0.5) > 1e-12:
+        return None
+    return fn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
+
+
+def _per_segment_attention(q, k, v, lengths, scaling, window, dropout):
+    """Causal SDPA sample by sample on `(T, H, d)` tensors → `(T, H, d)`."""
+    outs, start = [], 0
+    for n in lengths:
+        qs, ks, vs = (t[start : start + n].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        mask = _causal_window_mask(n, window, q.device) if window is not None and n > window else None
+        out = F.scaled_dot_product_attention(
+            qs, ks, vs, attn_mask=mask, dropout_p=dropout, is_causal=mask is None, scale=scaling
+        )
+        outs.append(out[0].transpose(0, 1))
+        start += n
+    return torch.cat(outs)
+
+
+def varlen_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    sliding_window: int | None = None,
+    segment_lengths: list[int] | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    **kwargs,
+):
+    """A transformers attention function. query `(B, H, L, d)`, key/value `(B, Hkv, L, d)` →
+    (`(B, L, H, d)`, None). With `segment_lengths` (and `cu_seqlens`) from `XGenMM.forward`: causal attention
+    inside each segment of the flattened sequence (plus the sliding window, if a segment is longer than it);
+    without: transformers' "sdpa" with `attention_mask`."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if segment_lengths is None:
+        sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        return sdpa(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            sliding_window=sliding_window,
+            **kwargs,
+        )
+    batch, heads, length, dim = query.shape
+    if sum(segment_lengths) != batch * length:
+        raise ValueError(
+            f"segment_lengths sum to {sum(segment_lengths)}, the rows hold {batch * length} tokens"
+        )
+    if key.shape[1] != heads:  # grouped-query attention: one key/value head per group of query heads
+        key = key.repeat_interleave(heads // key.shape[1], dim=1)
+        value = value.repeat_interleave(heads // value.shape[1], dim=1)
+    q, k, v = (t.transpose(1, 2).reshape(batch * length, heads, dim) for t in (query, key, value))
+    max_len = max(segment_lengths)
+    window = sliding_window if sliding_window is not None and max_len > sliding_window else None
+    dropout = dropout if module.training else 0.0
+    out = None
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout == 0.0 and cu_seqlens is not None:
+        try:
+            out = _varlen_attention(q, k, v, cu_seqlens, max_len, scaling, window)
+        except (RuntimeError, TypeError, ValueError) as err:  # e.g. a torch build without the kernel
+            global _VARLEN
+            _VARLEN = False
+            warnings.warn(
+                f"sdpa_varlen: flash varlen attention failed ({err}); using SDPA per sample", stacklevel=2
+            )
+    if out is None:
+        out = _per_segment_attention(q, k, v, segment_lengths, scaling, window, dropout)
+        CALLS["per_segment"] += 1
+    else:
+        CALLS["varlen"] += 1
+    return out.reshape(batch, length, heads, dim), None
+
+
+def register() -> None:
+    """Make "sdpa_varlen" a transformers attention implementation (its masks are "sdpa"'s). Idempotent."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    if VARLEN_ATTENTION not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa_attention)
+    if VARLEN_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
+        type(ALL_MASK_ATTENTION_FUNCTIONS).register(VARLEN_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+
+
+__all__ = ["CALLS", "VARLEN_ATTENTION", "flat_segment_lengths", "register", "varlen_sdpa_attention"]
