@@ -80,3 +80,19 @@ def test_optimizer_and_attention_choices(tmp_path, synth, make_config):
     sdpa = make_config(tmp_path / "run2", synth["mixture"], **{"model.attn_implementation": "sdpa"})
     model, _ = build_model(sdpa, texts=lambda: SFTRecipe().texts(sdpa))
     assert model.lang_model.config._attn_implementation == "sdpa"
+
+
+def test_resize_backend_reaches_the_dataset(tmp_path, synth, make_config):
+    from xgenmm_train.data import build_sft_dataset
+    from xgenmm_train.modeling import build_model
+    from xgenmm_train.sft import SFTRecipe
+
+    with pytest.raises(ConfigError, match=r"data\.resize_backend"):
+        load_config(CONFIGS / "default-sft.yaml", ["data.resize_backend=cv2"])
+    for backend in ("pil", "torch"):
+        config = make_config(tmp_path / backend, synth["mixture"], **{"data.resize_backend": backend})
+        model, tokenizer = build_model(config, texts=lambda c=config: SFTRecipe().texts(c))
+        dataset = build_sft_dataset(config, tokenizer, model)
+        assert dataset.processor.image_processor.resize_backend == backend
+        pixels = [p for i in range(len(dataset)) for p in (dataset[i]["pixel_values"] or [])]
+        assert pixels and all(p.dtype.is_floating_point and p.dim() == 4 for p in pixels)

@@ -200,13 +200,17 @@ class XGenMM(nn.Module):
         )
 
     # ----- helpers for users -----------------------------------------------------------------------------------
-    def image_processor(self) -> AnyResImageProcessor:
-        """The `AnyResImageProcessor` matching this model (base size, grids, normalisation)."""
+    def image_processor(self, resize_backend: str = "pil") -> AnyResImageProcessor:
+        """The `AnyResImageProcessor` matching this model (base size, grids, normalisation).
+
+        resize_backend: "pil" (bit-exact with the original) or "torch" (> 2× faster, pixels within 2 levels).
+        """
         return AnyResImageProcessor(
             base_size=self.config.vision_config.image_size,
             grids=[tuple(g) for g in self.config.anyres_grids],
             mean=self.config.image_mean,
             std=self.config.image_std,
+            resize_backend=resize_backend,
         )
 
     def num_vision_tokens(self, image_size: Sequence[int]) -> int:

@@ -24,7 +24,7 @@ def build_sft_dataset(config: Config, tokenizer, model):
     return SupervisedDataset(
         d.path,
         tokenizer,
-        image_processor=model.image_processor(),
+        image_processor=model.image_processor(d.resize_backend),
         vision_tokens_for=model.num_vision_tokens,
         template=d.template,
         max_length=d.max_length,
@@ -140,7 +140,11 @@ class PreferenceDataset(Dataset):
         d = config.data
         mixture = Mixture.from_path(path, path_map=d.path_map or None, image_root=d.image_folder)
         self.processor = SampleProcessor(
-            tokenizer, model.image_processor(), model.num_vision_tokens, d.template, d.max_length
+            tokenizer,
+            model.image_processor(d.resize_backend),
+            model.num_vision_tokens,
+            d.template,
+            d.max_length,
         )
         self.pairs = []
         self.lengths = []
