@@ -186,3 +186,35 @@ def test_varlen_kernel_call_matches_per_segment(monkeypatch, window):
     got = attention._varlen_attention(q, k, v, cu, 6, 0.3, window)
     want = attention._per_segment_attention(q, k, v, lengths, 0.3, window, 0.0)
     torch.testing.assert_close(got, want)
+
+
+class _BackwardFails(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("no backward kernel for this build")
+
+
+def _fake_varlen_without_backward(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **kwargs):
+    return _BackwardFails.apply(_fake_varlen(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **kwargs))
+
+
+def test_varlen_probe_switches_the_kernel_off_when_its_backward_fails(monkeypatch):
+    """A kernel that runs forward but not backward is found before a training step depends on it."""
+    import inspect
+
+    from xgenmm_lm import attention
+
+    monkeypatch.setattr(attention, "_PROBED", set())
+    monkeypatch.setattr(attention, "_VARLEN", (_fake_varlen, set(inspect.signature(_fake_varlen).parameters)))
+    assert attention._varlen_probe("cpu", torch.float32, 2, 8)
+    assert ("cpu", torch.float32, 2, 8) in attention._PROBED and attention._VARLEN
+
+    params = set(inspect.signature(_fake_varlen).parameters)
+    monkeypatch.setattr(attention, "_VARLEN", (_fake_varlen_without_backward, params))
+    with pytest.warns(UserWarning, match="per sample"):
+        assert not attention._varlen_probe("cpu", torch.float32, 4, 8)
+    assert attention._VARLEN is False  # switched off for the rest of the process

@@ -79,6 +79,37 @@ def _varlen_attention(q, k, v, cu_seqlens, max_len: int, scaling: float | None, 
     return fn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
 
 
+_PROBED: set = set()  # (device, dtype, heads, dim) on which the kernel ran forward and backward
+
+
+def _varlen_probe(device, dtype, heads: int, dim: int) -> bool:
+    """Run the varlen kernel once, forward AND backward, on a tiny input of this device/dtype/shape.
+
+    An error in the backward pass could not be caught later (it would stop a training step), so a kernel that
+    fails here is switched off (with a warning) and the per-sample SDPA path is used instead.
+    """
+    key = (str(device), dtype, heads, dim)
+    if key in _PROBED or torch.compiler.is_compiling():
+        return True
+    global _VARLEN
+    q, k, v = (torch.randn(8, heads, dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    cu_seqlens = torch.tensor([0, 3, 8], dtype=torch.int32, device=device)
+    try:
+        with torch.enable_grad():
+            out = _varlen_attention(q, k, v, cu_seqlens, 5, None, None)
+            if out is None:
+                return False
+            out.float().sum().backward()
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as err:
+        _VARLEN = False
+        warnings.warn(
+            f"sdpa_varlen: flash varlen attention failed ({err}); using SDPA per sample", stacklevel=3
+        )
+        return False
+    _PROBED.add(key)
+    return True
+
+
 def _per_segment_attention(q, k, v, lengths, scaling, window, dropout):
     """Causal SDPA sample by sample on `(T, H, d)` tensors → `(T, H, d)`."""
     outs, start = [], 0
@@ -138,7 +169,10 @@ def varlen_sdpa_attention(
     window = sliding_window if sliding_window is not None and max_len > sliding_window else None
     dropout = dropout if module.training else 0.0
     out = None
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout == 0.0 and cu_seqlens is not None:
+    usable = (
+        q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout == 0.0 and cu_seqlens is not None
+    )
+    if usable and _varlen_function() and _varlen_probe(q.device, q.dtype, heads, dim):
         try:
             out = _varlen_attention(q, k, v, cu_seqlens, max_len, scaling, window)
         except (RuntimeError, TypeError, ValueError) as err:  # e.g. a torch build without the kernel
