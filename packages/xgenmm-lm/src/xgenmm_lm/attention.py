@@ -8,7 +8,8 @@ the same attention sample by sample instead: with flash-attention's variable-len
 
 `XGenMM.forward` passes the samples of the flattened `(B·L')` sequence as `segment_lengths` (host ints, summing
 to `B·L'`: every sample, and every row's padding tail as one more segment) and `cu_seqlens` (their cumulative
-sum, int32 on the device). Right padding never changes a real token's output under causal attention, and padding
+sum, int32 on the device), for packed rows always and for right-padded rows on CUDA (on the CPU one batched
+SDPA call with the padding mask is faster than a call per row). Right padding never changes a real token's output under causal attention, and padding
 positions are never supervised, so the result equals "sdpa" on every real position. Any call without
 `segment_lengths` (generation, scoring, other callers) runs transformers' "sdpa" unchanged, with the same masks.
 """

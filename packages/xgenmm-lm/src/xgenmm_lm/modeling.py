@@ -382,7 +382,9 @@ class XGenMM(nn.Module):
         no_cache = not lm_kwargs.get("use_cache") and all(
             lm_kwargs.get(k) is None for k in ("cache", "past_key_values")
         )
-        if self.lang_model.config._attn_implementation == VARLEN_ATTENTION and no_cache:
+        varlen = self.lang_model.config._attn_implementation == VARLEN_ATTENTION and no_cache
+        # Right-padded rows on the CPU: one batched SDPA call with the padding mask is faster than a call per row.
+        if varlen and (packed or spliced.inputs_embeds.is_cuda):
             # Samples of the flattened rows for attention.py (one host sync); the LM still gets the position ids.
             lengths = flat_segment_lengths(spliced.attention_mask, spliced.segment_ids)
             lm_kwargs["segment_lengths"] = lengths
