@@ -18,6 +18,7 @@ A configuration is `MICRO:TOKEN:TOKEN...` (tokens in any order, unnamed ones tak
 optional `+TOKEN` A/B variants measured in the same process, interleaved step by step with the base:
 
     ckpt | nockpt        gradient checkpointing (default ckpt)
+    ckptN                checkpoint only the first N LM decoder layers (selective: the others keep activations)
     pad | pack           MICRO padded rows, or all samples packed into one row (default pad)
     z0 | z1 | z2         DeepSpeed ZeRO stage (default 2)
     gaN                  N micro-batches (the same batch) per optimizer step (default ga1); --steps and
@@ -57,6 +58,7 @@ from _common import emit, require_cuda  # noqa: E402  (benchmarks/ is on sys.pat
 DEFAULTS = {
     "micro": 4,
     "ckpt": True,
+    "ckpt_layers": None,  # None = all LM decoder layers
     "packed": False,
     "zero": 2,
     "optimizer": "adamw",
@@ -103,6 +105,7 @@ SWEEP = [
     "8:ckpt:pack:ga4+noovf",  # ~55 s: 4 micro-batches per optimizer step; A/B: DeepSpeed bf16 overflow check off
     "8:ckpt:pack:z0",  # ~40 s: ZeRO-0 (DeepSpeed's unfused bf16 optimizer wrapper)
     "4:ckpt:pad:foreach+fulllogits+sdpa",  # ~45 s: the earlier optimizer; A/B: the earlier loss and attention
+    "8:ckpt28:pack",  # ~40 s: selective checkpointing, 4 of 32 LM layers not recomputed (~5 GiB more activations)
     "8:ckpt:pack:z1",  # ~40 s: ZeRO-1
     "8:ckpt:pack:dsadam",  # ~90 s: DeepSpeed FusedAdam (JIT-built with nvcc) vs torch fused AdamW above
     "2:nockpt:pack:ga4",  # ~40 s: no recompute (~12 GiB of activations, ~73 GiB estimated), 8 samples per step
@@ -121,6 +124,9 @@ def parse_spec(spec: str, defaults: dict | None = None) -> tuple[dict, list[tupl
     for token in fields[1:]:
         if token.startswith("ga") and token[2:].isdigit():
             run["grad_accum"] = int(token[2:])
+            continue
+        if token.startswith("ckpt") and token[4:].isdigit():
+            run["ckpt"], run["ckpt_layers"] = True, int(token[4:])
             continue
         table = FIXED_TOKENS if token in FIXED_TOKENS else AB_TOKENS
         if token not in table:
@@ -406,7 +412,7 @@ def bench(spec: str, args) -> dict:
         model = XGenMM.from_config(cfg, dtype=dtype, attn_implementation=run["attn"])
     model.set_trainable(vision_encoder=False, vision_tokenizer=True, lang_model=True)
     if run["ckpt"]:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(lm_layers=run["ckpt_layers"])
     if run["compile"]:
         decoder = getattr(model.lang_model, model.lang_model.base_model_prefix)
         for layer in decoder.layers:
@@ -472,6 +478,9 @@ def bench(spec: str, args) -> dict:
         "micro_batch": run["micro"],
         "packed": run["packed"],
         "gradient_checkpointing": run["ckpt"],
+        "checkpointed_lm_layers": (run["ckpt_layers"] if run["ckpt_layers"] is not None else "all")
+        if run["ckpt"]
+        else 0,
         "zero_stage": run["zero"],
         "optimizer": "DeepSpeedCPUAdam" if run["offload"] else run["optimizer"],
         "optimizer_param_groups": len(getattr(engine.optimizer, "param_groups", [])),

@@ -161,6 +161,24 @@ def test_gradient_checkpointing_same_gradients(model, tokenizer, encode_fn, imag
             torch.testing.assert_close(p.grad, ref[n], atol=1e-5, rtol=1e-4)
 
 
+def test_selective_checkpointing_same_gradients(model, tokenizer, encode_fn, images):
+    model.train()
+    inputs = batch_inputs(model, tokenizer, encode_fn, images)
+    model(**inputs).loss.backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.gradient_checkpointing_enable(lm_layers=1)
+    layers = model.lang_model.model.layers
+    assert [layer.gradient_checkpointing for layer in layers] == [True] + [False] * (len(layers) - 1)
+    model(**inputs).loss.backward()
+    for n, p in model.named_parameters():
+        if n in ref:
+            torch.testing.assert_close(p.grad, ref[n], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="decoder layers"):
+        model.gradient_checkpointing_enable(lm_layers=len(layers) + 1)
+    model.gradient_checkpointing_disable()
+
+
 def test_set_trainable(model):
     model.set_trainable(vision_encoder=True, vision_tokenizer=False, lang_model=True)
     assert all(p.requires_grad for p in model.vision_encoder.parameters())

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from xgenmm_sampler import PerceiverResampler
@@ -229,8 +230,10 @@ class XGenMM(nn.Module):
         self.lang_model.requires_grad_(lang_model)
         return self
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Non-reentrant checkpointing of every perceiver layer and every LM decoder layer."""
+    def gradient_checkpointing_enable(self, lm_layers: int | None = None) -> None:
+        """Non-reentrant checkpointing of every perceiver layer and of the first `lm_layers` LM decoder layers
+        (None = all). Each layer left out keeps its activations (at the released size ~145 KB per token) and is
+        not recomputed in the backward pass: selective checkpointing, for memory left over."""
         self.vision_tokenizer.gradient_checkpointing = True
         if hasattr(self.lang_model, "activation_checkpointing_enable"):  # transformers >= 5.x name
             self.lang_model.activation_checkpointing_enable({"use_reentrant": False})
@@ -238,6 +241,12 @@ class XGenMM(nn.Module):
             self.lang_model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
+        if lm_layers is not None:
+            layers = [m for m in self.lang_model.modules() if isinstance(m, GradientCheckpointingLayer)]
+            if not 0 <= lm_layers <= len(layers):
+                raise ValueError(f"lm_layers={lm_layers}: the LM has {len(layers)} decoder layers")
+            for i, layer in enumerate(layers):
+                layer.gradient_checkpointing = i < lm_layers
 
     def gradient_checkpointing_disable(self) -> None:
         self.vision_tokenizer.gradient_checkpointing = False

@@ -54,7 +54,8 @@ def build_model(config: Config, texts=None, rank: int = 0):
         lang_model=m.train_lang_model,
     )
     if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        layers = m.gradient_checkpointing_layers
+        model.gradient_checkpointing_enable(lm_layers=None if layers < 0 else layers)
     if config.lora.enabled:
         model = apply_lora(model, config)
     return model, tokenizer
