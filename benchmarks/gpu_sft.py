@@ -395,12 +395,16 @@ def bench(spec: str, args) -> dict:
 
     from xgenmm_lm import XGenMM
     from xgenmm_train.config import Config
-    from xgenmm_train.distributed import build_engine, init_distributed
+    from xgenmm_train.distributed import build_engine, free_port, init_distributed
     from xgenmm_train.sft import SFTRecipe
     from xgenmm_train.trainer import StepContext
 
     wall0 = time.perf_counter()
     run, variants = parse_spec(spec)
+    # One process of its own, whatever launcher variables it inherited (a port in use would stop the init).
+    os.environ.update(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+    )
     _, world, device = init_distributed()
     cuda = torch.cuda.is_available()
     cfg = model_config(args.tiny, args.shallow)

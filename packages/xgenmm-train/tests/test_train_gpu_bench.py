@@ -32,6 +32,7 @@ def test_gpu_sft_tiny_config_with_ab_variant_and_profile():
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     (run,) = report["runs"]
+    assert "error" not in run, run["error"]
     assert run["micro_batch"] == 4 and run["packed"] and run["gradient_checkpointing"]
     base, sdpa = run["variants"]
     assert (base["attn"], sdpa["attn"]) == ("sdpa_varlen", "sdpa")
