@@ -80,6 +80,13 @@ def _varlen_attention(q, k, v, cu_seqlens, max_len: int, scaling: float | None, 
     return fn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
 
 
+def _switch_varlen_off(err: Exception) -> None:
+    """Stop using the varlen kernel for the rest of the process, saying why."""
+    global _VARLEN
+    _VARLEN = False
+    warnings.warn(f"sdpa_varlen: flash varlen attention failed ({err}); using SDPA per sample", stacklevel=3)
+
+
 _PROBED: set = set()  # (device, dtype, heads, dim) on which the kernel ran forward and backward
 
 
@@ -92,7 +99,6 @@ def _varlen_probe(device, dtype, heads: int, dim: int) -> bool:
     key = (str(device), dtype, heads, dim)
     if key in _PROBED or torch.compiler.is_compiling():
         return True
-    global _VARLEN
     q, k, v = (torch.randn(8, heads, dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
     cu_seqlens = torch.tensor([0, 3, 8], dtype=torch.int32, device=device)
     try:
@@ -102,10 +108,7 @@ def _varlen_probe(device, dtype, heads: int, dim: int) -> bool:
                 return False
             out.float().sum().backward()
     except (RuntimeError, TypeError, ValueError, NotImplementedError) as err:
-        _VARLEN = False
-        warnings.warn(
-            f"sdpa_varlen: flash varlen attention failed ({err}); using SDPA per sample", stacklevel=3
-        )
+        _switch_varlen_off(err)
         return False
     _PROBED.add(key)
     return True
@@ -177,11 +180,7 @@ def varlen_sdpa_attention(
         try:
             out = _varlen_attention(q, k, v, cu_seqlens, max_len, scaling, window)
         except (RuntimeError, TypeError, ValueError) as err:  # e.g. a torch build without the kernel
-            global _VARLEN
-            _VARLEN = False
-            warnings.warn(
-                f"sdpa_varlen: flash varlen attention failed ({err}); using SDPA per sample", stacklevel=2
-            )
+            _switch_varlen_off(err)
     if out is None:
         out = _per_segment_attention(q, k, v, segment_lengths, scaling, window, dropout)
         CALLS["per_segment"] += 1
