@@ -199,29 +199,19 @@ def model_config(tiny: bool, shallow: int):
     return cfg
 
 
-class LegacyLoss:
-    """The SFT step as it was before the token-logps path: full (B, L', V) logits, fp32 CE over all of them,
-    and the model's own (unused) loss kept alive through backward. For the `fulllogits` A/B only."""
+def legacy_recipe():
+    """SFTRecipe with the SFT loss as it was before the token-logps path: full (B, L', V) logits, fp32 CE over all
+    of them, and the model's own (unused) loss kept alive through backward. For the `fulllogits` A/B only."""
+    from xgenmm_train.losses import sft_loss_sum
+    from xgenmm_train.sft import SFTRecipe
+    from xgenmm_train.trainer import model_inputs
 
-    def train_step(self, ctx, micro):
-        from xgenmm_train.losses import count_supervised_tokens, sft_loss_sum
-        from xgenmm_train.trainer import all_reduce_sum, model_inputs, to_device
-
-        engine = ctx.engine
-        n_local = sum(count_supervised_tokens(b["labels"]) for b in micro)
-        n_step = all_reduce_sum([n_local], ctx.device)[0]
-        scale = ctx.world_size / max(n_step, 1.0)
-        loss_sum = tokens = 0.0
-        for batch in micro:
-            batch = to_device(batch, ctx.device)
+    class LegacyLoss(SFTRecipe):
+        def ce_sum(self, engine, batch):
             out = engine(**model_inputs(batch))
-            ce_sum, _ = sft_loss_sum(out.logits, out.labels)
-            loss = ctx.guard(ce_sum * scale)
-            engine.backward(loss, scale_wrt_gas=False)
-            engine.step()
-            loss_sum += float(ce_sum.detach())
-            tokens += float(out.attention_mask.sum())
-        return {"loss_sum": loss_sum, "supervised": n_local, "tokens": tokens}
+            return out, sft_loss_sum(out.logits, out.labels)[0]
+
+    return LegacyLoss()
 
 
 def apply_ab(engine, run: dict, toggle_overflow: bool = False) -> None:
@@ -240,14 +230,14 @@ def apply_ab(engine, run: dict, toggle_overflow: bool = False) -> None:
     engine.optimizer.check_grad_overflow = run["overflow_check"]
 
 
-def phase_step(engine, batch, device, run: dict, cuda: bool) -> dict:
+def phase_step(engine, recipe, batch, device, run: dict, cuda: bool) -> dict:
     """One optimizer step (`grad_accum` micro-batches) in its three phases, each summed over the micro-batches
     with its own peak memory: forward (+ loss), backward, engine.step (the optimizer runs in the last one).
-    Same calls as SFTRecipe.train_step (or LegacyLoss) without the NaN guard's sync."""
+    Same calls as `recipe.train_step` without the NaN guard's sync."""
     import torch
 
-    from xgenmm_train.losses import count_supervised_tokens, sft_loss_sum
-    from xgenmm_train.trainer import model_inputs, to_device
+    from xgenmm_train.losses import count_supervised_tokens
+    from xgenmm_train.trainer import to_device
 
     def mark():
         if cuda:
@@ -264,12 +254,7 @@ def phase_step(engine, batch, device, run: dict, cuda: bool) -> dict:
     peaks = {"peak_gib_forward": 0.0, "peak_gib_backward": 0.0, "peak_gib_step": 0.0}
     for _ in range(run["grad_accum"]):
         t0 = mark()
-        if run["loss"] == "token":
-            out = engine(**model_inputs(batch), token_logps=True)
-            ce = -out.token_logps.sum()
-        else:
-            out = engine(**model_inputs(batch))
-            ce, _ = sft_loss_sum(out.logits, out.labels)
+        out, ce = recipe.ce_sum(engine, batch)
         for_peak = peak()
         t1 = mark()
         engine.backward(ce * scale, scale_wrt_gas=False)
@@ -290,18 +275,13 @@ def phase_step(engine, batch, device, run: dict, cuda: bool) -> dict:
     return out
 
 
-def forward_loss(engine, batch, device, run: dict) -> float:
-    """Mean CE per supervised token of one forward, by the variant's loss path."""
-    from xgenmm_train.losses import sft_loss_sum
-    from xgenmm_train.trainer import model_inputs, to_device
+def forward_loss(engine, recipe, batch, device) -> float:
+    """Mean CE per supervised token of one forward, by the recipe's loss path."""
+    from xgenmm_train.losses import IGNORE_INDEX
+    from xgenmm_train.trainer import to_device
 
-    batch = to_device(batch, device)
-    if run["loss"] == "token":
-        out = engine(**model_inputs(batch), token_logps=True)
-        return float(-out.token_logps.sum() / out.token_mask.sum())
-    out = engine(**model_inputs(batch))
-    ce, n = sft_loss_sum(out.logits, out.labels)
-    return float(ce) / max(n, 1)
+    out, ce = recipe.ce_sum(engine, to_device(batch, device))
+    return float(ce) / max(int((out.labels[:, 1:] != IGNORE_INDEX).sum()), 1)
 
 
 KERNEL_KINDS = (  # first match wins; names of cuBLAS/CUTLASS/flash/NCCL/torch kernels
@@ -440,7 +420,7 @@ def bench(spec: str, args) -> dict:
     if cuda:  # as the trainer's DataLoader (pin_memory on CUDA): asynchronous host-to-device copies
         batch = pin(batch)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    recipes = {"token": SFTRecipe(), "full": LegacyLoss()}
+    recipes = {"token": SFTRecipe(), "full": legacy_recipe()}
     step_no = [0]
     toggle = len({v["overflow_check"] for _, v in variants}) > 1
 
@@ -454,7 +434,7 @@ def bench(spec: str, args) -> dict:
     with torch.no_grad():
         for name, v_run in variants:
             apply_ab(engine, v_run, toggle)
-            first_loss[name] = forward_loss(engine, batch, device, v_run)
+            first_loss[name] = forward_loss(engine, recipes[v_run["loss"]], batch, device)
     warmup = max(1, args.warmup // run["grad_accum"])
     timed = max(2, args.steps // run["grad_accum"])
     for _, v_run in variants:  # warm-up
@@ -520,7 +500,7 @@ def bench(spec: str, args) -> dict:
     try:  # extras: an out-of-memory here keeps the timings above
         for row, (_, v_run) in zip(out["variants"], variants):
             apply_ab(engine, v_run, toggle)
-            row["phases"] = phase_step(engine, batch, device, v_run, cuda)
+            row["phases"] = phase_step(engine, recipes[v_run["loss"]], batch, device, v_run, cuda)
         if run["profile"]:
             apply_ab(engine, run, toggle)
             out["profile"] = profile_steps(lambda: step(run), args.profile_steps, cuda)

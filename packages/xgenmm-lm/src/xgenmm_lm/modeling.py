@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -397,9 +398,7 @@ class XGenMM(nn.Module):
             # Samples of the flattened rows for attention.py (one host sync); the LM still gets the position ids.
             lengths = flat_segment_lengths(spliced.attention_mask, spliced.segment_ids)
             lm_kwargs["segment_lengths"] = lengths
-            cumulative = [0]
-            for n in lengths:
-                cumulative.append(cumulative[-1] + n)
+            cumulative = list(itertools.accumulate(lengths, initial=0))
             lm_kwargs["cu_seqlens"] = torch.tensor(cumulative, dtype=torch.int32).to(
                 spliced.inputs_embeds.device, non_blocking=True
             )

@@ -36,6 +36,13 @@ class SFTRecipe:
     def prepare(self, config, engine, dataset, collate, rank, world, device) -> None:
         pass
 
+    def ce_sum(self, engine, batch: dict):
+        """Forward one device batch → (model output, summed shifted CE over its supervised tokens).
+
+        `token_logps`: the LM head and the fp32 cross-entropy run only on the supervised positions."""
+        out = engine(**model_inputs(batch), token_logps=True)
+        return out, -out.token_logps.sum()
+
     def train_step(self, ctx: StepContext, micro: list[dict]) -> dict:
         engine = ctx.engine
         n_local = sum(count_supervised_tokens(b["labels"]) for b in micro)
@@ -44,9 +51,7 @@ class SFTRecipe:
         loss_sum = tokens = samples = 0.0
         for batch in micro:
             batch = to_device(batch, ctx.device)
-            # token_logps: the LM head and the fp32 cross-entropy run only on the supervised positions.
-            out = engine(**model_inputs(batch), token_logps=True)
-            ce_sum = -out.token_logps.sum()
+            out, ce_sum = self.ce_sum(engine, batch)
             loss = ctx.guard(ce_sum * scale)
             engine.backward(loss, scale_wrt_gas=False)
             engine.step()
