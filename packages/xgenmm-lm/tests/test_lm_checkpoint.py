@@ -79,8 +79,8 @@ def test_save_pretrained_round_trip_is_identical(model, tokenizer, images, tmp_p
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1  # sharded
     assert (out / "tokenizer.json").is_file() and json.loads((out / "config.json").read_text())[
-        "format"
-    ] == "xgenmm-lm"
+        "model_type"
+    ] == "xgenmm"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     loaded = XGenMM.from_pretrained(out)
     for k, v in model.state_dict().items():
@@ -94,7 +94,8 @@ def test_save_pretrained_round_trip_is_identical(model, tokenizer, images, tmp_p
         )
     # saving again into the same directory replaces the shards; stale ones are removed
     model.save_pretrained(out, max_shard_size="1GB")
-    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model-00001-of-00001.safetensors"]
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+    assert not (out / "model.safetensors.index.json").exists()
     bf16 = XGenMM.from_pretrained(out, dtype="bfloat16")
     assert bf16.lang_model.lm_head.weight.dtype == torch.bfloat16
 

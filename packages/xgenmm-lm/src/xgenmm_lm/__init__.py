@@ -6,8 +6,12 @@ released `Salesforce/xgen-mm-phi3-mini-*-r-v1.5` checkpoints without remote code
 between layouts.
 """
 
+from .auto import (
+    register as register_auto_classes,  # AutoConfig / AutoModelForImageTextToText / AutoProcessor
+)
 from .configuration import SIGLIP_SO400M_384, XGenMMConfig, default_grids, phi3_mini_config
-from .modeling import XGenMM, XGenMMOutput, shifted_cross_entropy
+from .modeling import XGenMM, XGenMMForConditionalGeneration, XGenMMOutput, shifted_cross_entropy
+from .processing import PHI3_CHAT_TEMPLATE, XGenMMImageProcessor, XGenMMProcessor
 from .splice import SpliceOutput, splice_vision_tokens
 from .tiny import tiny_config
 from .tokenization import (
@@ -32,7 +36,12 @@ __all__ = [
     "SpliceOutput",
     "XGenMM",
     "XGenMMConfig",
+    "XGenMMForConditionalGeneration",
+    "XGenMMImageProcessor",
     "XGenMMOutput",
+    "XGenMMProcessor",
+    "PHI3_CHAT_TEMPLATE",
+    "register_auto_classes",
     "__version__",
     "add_special_tokens",
     "build_tokenizer",

@@ -19,44 +19,59 @@ import sys
 from pathlib import Path
 
 import torch
+from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
 from safetensors.torch import save_file
+from transformers import GenerationConfig
 
-from .checkpoint import (
+from .configuration import XGenMMConfig
+from .files import (
     INDEX_NAME,
-    SIDE_FILES,
+    RELEASED_PREFIX,
     atomic_directory,
     check_keys,
     detect_layout,
-    from_layout_key,
-    parse_dtype,
-    to_layout_key,
+    stored_shapes,
+    strip_layout_prefix,
     weight_map,
-    write_config,
-    write_shards,
 )
-from .configuration import XGenMMConfig
+from .modeling import XGenMM
+from .processing import released_preprocessor_config
+
+# Files copied along with a checkpoint when converting between layouts.
+SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "processor_config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+)
 
 
-def expected_shapes(config: XGenMMConfig) -> dict[str, torch.Size]:
+def expected_shapes(config: XGenMMConfig) -> dict[str, tuple[int, ...]]:
     """Tensor name → shape of the model built from `config` (on the meta device, no memory)."""
-    from .modeling import XGenMM
-
     with torch.device("meta"):
-        model = XGenMM(config)
-    return {k: v.shape for k, v in model.state_dict().items()}
+        model = XGenMM.from_config(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _stored_shapes(directory: Path) -> dict[str, torch.Size]:
-    shapes = {}
-    by_file: dict[str, list[str]] = {}
-    for key, name in weight_map(directory).items():
-        by_file.setdefault(name, []).append(key)
-    for name, keys in by_file.items():
-        with safe_open(directory / name, framework="pt") as f:
-            for key in keys:
-                shapes[key] = torch.Size(f.get_slice(key).get_shape())
-    return shapes
+def write_config(config: XGenMMConfig, directory: Path, layout: str) -> None:
+    """config.json and generation_config.json of the layout (the released one with its preprocessor_config.json)."""
+    GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    ).save_pretrained(directory)
+    if layout == "xgenmm":
+        config.save_pretrained(directory)
+        return
+    for name, d in (
+        ("config.json", config.to_released_dict()),
+        ("preprocessor_config.json", released_preprocessor_config(config)),
+    ):
+        (directory / name).write_text(json.dumps(d, indent=2) + "\n")
 
 
 def _copy_side_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
@@ -66,35 +81,28 @@ def _copy_side_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
 
 
 def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, target: str, remote_code=None) -> None:
-    """Rename every tensor of the checkpoint in `src` into the `target` layout ("xgenmm" or "released")."""
+    """Rename every tensor of the checkpoint in `src` into the `target` layout ("xgenmm" or "released"),
+    shard by shard (same shard files, same bytes)."""
     src, dst = Path(src), Path(dst)
     source = detect_layout(src)
     if source == target:
         raise ValueError(f"{src}: already in the {target!r} layout")
     config = XGenMMConfig.from_pretrained(src)
-    stored = _stored_shapes(src)
-    renamed = {from_layout_key(k, source, src): v for k, v in stored.items()}
+    renamed = {strip_layout_prefix(k, source): v for k, v in stored_shapes(src).items()}
     check_keys(expected_shapes(config), renamed, src)
-
-    mapping = weight_map(src)
-    files = list(dict.fromkeys(mapping.values()))
+    prefix = RELEASED_PREFIX if target == "released" else ""
+    files = list(dict.fromkeys(weight_map(src).values()))
     with atomic_directory(dst) as tmp:
-        new_map = {}
-        total = 0
+        new_map, total = {}, 0
         for name in files:
-            tensors = {}
             with safe_open(src / name, framework="pt") as f:
-                for key in f.keys():
-                    new_key = to_layout_key(from_layout_key(key, source, src), target)
-                    tensors[new_key] = f.get_tensor(key)
+                tensors = {prefix + strip_layout_prefix(k, source): f.get_tensor(k) for k in f.keys()}
             save_file(tensors, tmp / name, metadata={"format": "pt"})
             new_map.update({k: name for k in tensors})
             total += sum(t.numel() * t.element_size() for t in tensors.values())
-        with open(tmp / INDEX_NAME, "w") as f:
-            json.dump({"metadata": {"total_size": total}, "weight_map": new_map}, f, indent=2)
-            f.write("\n")
-        generated = ("generation_config.json", "preprocessor_config.json") if target == "released" else ()
-        _copy_side_files(src, tmp, skip=generated)
+        index = {"metadata": {"total_size": total}, "weight_map": new_map}
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+        _copy_side_files(src, tmp, skip=("preprocessor_config.json", "generation_config.json"))
         write_config(config, tmp, target)
         if remote_code is not None:
             code_files = sorted(Path(remote_code).glob("*.py"))
@@ -130,14 +138,21 @@ def convert_lavis(
     """Write a LAVIS `.pt` checkpoint in this package's layout (default config: the released model)."""
     config = XGenMMConfig() if config_path is None else XGenMMConfig.from_pretrained(config_path)
     state = load_lavis_state_dict(src)
-    check_keys(expected_shapes(config), {k: v.shape for k, v in state.items()}, src)
-    dtype = parse_dtype(dtype)
+    check_keys(expected_shapes(config), {k: tuple(v.shape) for k, v in state.items()}, src)
     if dtype is not None:
-        state = {k: v.to(dtype) for k, v in state.items()}
-        config.dtype = str(dtype).removeprefix("torch.")
+        torch_dtype = getattr(torch, dtype.replace("bf16", "bfloat16").replace("fp16", "float16"), None)
+        if not isinstance(torch_dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}")
+        state = {k: v.to(torch_dtype) for k, v in state.items()}
+        config.dtype = torch_dtype
+    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
     with atomic_directory(dst) as tmp:
         write_config(config, tmp, "xgenmm")
-        write_shards(state, tmp, max_shard_size)
+        for name, keys in split.filename_to_tensors.items():
+            save_file({k: state[k].contiguous() for k in keys}, tmp / name, metadata={"format": "pt"})
+        if split.is_sharded:
+            index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+            (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
         if tokenizer_dir is not None:
             _copy_side_files(Path(tokenizer_dir), tmp)
 

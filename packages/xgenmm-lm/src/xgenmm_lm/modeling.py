@@ -10,17 +10,20 @@ generate, persistence helpers).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import PrefixChange
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -30,31 +33,13 @@ from xgenmm_vision import AnyResImageProcessor, SiglipVisionEncoder, regroup_any
 from .attention import VARLEN_ATTENTION, flat_segment_lengths
 from .attention import register as _register_attention
 from .configuration import XGenMMConfig
+from .files import RELEASED_PREFIX, atomic_directory, check_keys, read_json, stored_shapes
 from .splice import splice_vision_tokens
 from .vocab import extend_vocabulary
 
 _register_attention()  # attn_implementation="sdpa_varlen" (see attention.py)
-
-
-@contextlib.contextmanager
-def empty_parameters():
-    """Create every `nn.Parameter` on the `meta` device (buffers stay real) — fast construction before a load.
-
-    Parameters are materialised by `load_state_dict(..., assign=True)`; non-persistent buffers (rotary
-    frequencies, position ids) are computed normally.
-    """
-    original = nn.Module.register_parameter
-
-    def register_parameter(module, name, param):
-        original(module, name, param)
-        if param is not None and param.device.type != "meta":
-            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = register_parameter
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original
+# The released snapshots name every tensor "vlm." + ours: transformers renames them on load.
+register_checkpoint_conversion_mapping("xgenmm", [PrefixChange(prefix_to_remove=RELEASED_PREFIX.rstrip("."))])
 
 
 def shifted_cross_entropy(
@@ -122,86 +107,167 @@ class XGenMMOutput(CausalLMOutputWithPast):
     token_mask: torch.Tensor | None = None
 
 
-class XGenMM(nn.Module):
+class XGenMM(PreTrainedModel, GenerationMixin):
     """xGen-MM: vision encoder + perceiver resampler + causal LM with the decoupled vocabulary extension.
 
-    Args:
-        config: `XGenMMConfig`.
-        attn_implementation: the LM's attention ("sdpa" default, "sdpa_varlen" (packed training rows attended
-            sample by sample, see `attention.py`), "eager", "flash_attention_2", ...).
+    A transformers `PreTrainedModel`: `from_pretrained` reads this package's folders and the released `vlm.*`
+    snapshots (renamed on load), with `device_map`, `max_memory`, `offload_folder`, `dtype`,
+    `attn_implementation` ("sdpa" default, "eager", "sdpa_varlen" (packed training rows attended sample by
+    sample, see `attention.py`), "flash_attention_2", ...) and `quantization_config`. Build a random model with
+    `XGenMM.from_config(config)` (tiny test models, or the real sizes under `torch.device("meta")`).
     """
 
-    def __init__(self, config: XGenMMConfig, attn_implementation: str | None = "sdpa", dtype=torch.float32):
-        super().__init__()
-        self.config = config
-        self.vision_encoder = SiglipVisionEncoder.from_config(config.vision_config, dtype=dtype)
-        self.vision_tokenizer = PerceiverResampler.from_config(config.sampler_config).to(dtype)
-        lm_kwargs = {"dtype": dtype}
-        if attn_implementation is not None:
-            lm_kwargs["attn_implementation"] = attn_implementation
-        self.lang_model = AutoModelForCausalLM.from_config(copy.deepcopy(config.text_config), **lm_kwargs)
+    config_class = XGenMMConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["PerceiverResampler"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def __init__(self, config: XGenMMConfig):
+        super().__init__(config)
+        vision_config = config.vision_config
+        if vision_config._attn_implementation == VARLEN_ATTENTION:  # packed rows are an LM notion
+            vision_config._attn_implementation = "sdpa"
+        self.vision_encoder = SiglipVisionEncoder(vision_config)
+        self.vision_tokenizer = PerceiverResampler.from_config(config.sampler_config)
+        # A copy: `extend_vocabulary` sets the LM config's vocab_size to the logit count, while
+        # `config.text_config.vocab_size` stays the size of the LM's own tables (what a checkpoint stores).
+        self.lang_model = AutoModelForCausalLM.from_config(copy.deepcopy(config.text_config))
         extend_vocabulary(
             self.lang_model,
             config.initial_tokenizer_len,
             num_additional=3,
             initializer_range=getattr(config.text_config, "initializer_range", 0.02),
         )
-        self.lang_model.generation_config = GenerationConfig(
+        self.generation_config = GenerationConfig(
             bos_token_id=config.bos_token_id,
             eos_token_id=list(config.eos_token_id),
             pad_token_id=config.pad_token_id,
         )
+        self.post_init()
 
-    # ----- construction ----------------------------------------------------------------------------------------
+    def _init_weights(self, module: nn.Module) -> None:
+        """Nothing: every part initialises itself in its constructor (the perceiver as LAVIS does, SigLIP and the
+        LM through their own transformers classes, the decoupled rows in `extend_vocabulary`)."""
+
+    # ----- construction and persistence --------------------------------------------------------------------------
     @classmethod
     def from_config(
-        cls, config: XGenMMConfig, attn_implementation: str | None = "sdpa", dtype: torch.dtype | None = None
+        cls, config: XGenMMConfig, attn_implementation: str | None = "sdpa", dtype=None
     ) -> XGenMM:
-        """Randomly initialised model (tiny test models, or the real sizes on the `meta` device)."""
-        return cls(config, attn_implementation=attn_implementation, dtype=dtype or torch.float32)
+        """Randomly initialised model (tiny test models, or the real sizes under `torch.device("meta")`)."""
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
+        return cls._from_config(copy.deepcopy(config), **kwargs)
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path_or_repo_id: str | os.PathLike,
-        dtype: torch.dtype | str | None = None,
-        device_map: str | torch.device | None = None,
-        attn_implementation: str | None = "sdpa",
-    ) -> XGenMM:
-        """Load this package's checkpoint or a released xgen-mm snapshot (keys `vlm.*`), offline.
-
-        Args:
-            path_or_repo_id: a local directory, or a hub repo id resolved through the local HF cache /
-                `snapshot_download` (fails fast when offline and not cached).
-            dtype: parameter dtype; None or "auto" keeps the checkpoint's dtype.
-            device_map: a device ("cpu", "cuda", "cuda:1") or "auto" (cuda when available); default cpu.
-        Raises:
-            FileNotFoundError / ValueError naming the file and the missing/unexpected keys.
-        """
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(
-            cls, path_or_repo_id, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
-        )
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs) -> XGenMM:
+        """transformers' `from_pretrained` (any of its arguments), with clear errors naming the file and the missing or
+        unexpected tensors, and `attn_implementation="sdpa"` by default. Either layout; the released `vlm.*` names
+        are renamed on load. A hub id is read from the local cache when offline."""
+        local = _local_checkpoint(pretrained_model_name_or_path)
+        if local is not None:
+            read_json(local / "config.json")
+            stored_shapes(local)  # the index, every shard and every header readable
+        kwargs.setdefault("attn_implementation", "sdpa")
+        want_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except OSError as e:
+            if local is not None:
+                raise
+            raise OSError(
+                f"{pretrained_model_name_or_path}: not a local directory and not available from the Hugging Face "
+                f"cache ({e}). Download it where there is network (`hf download {pretrained_model_name_or_path}`) "
+                "and pass the local directory."
+            ) from e
+        found = {k: () for k in info["unexpected_keys"]}
+        expected = {k: () for k in info["missing_keys"]}
+        check_keys(expected, found, local or pretrained_model_name_or_path)
+        model.vision_encoder.freeze()  # the reference default; the loader made fresh parameters
+        return (model, info) if want_info else model
 
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
         tokenizer=None,
-        max_shard_size: int | str = "5GB",
+        processor=None,
         layout: str = "xgenmm",
+        max_shard_size: int | str = "5GB",
+        is_main_process: bool = True,
+        push_to_hub: bool = False,
+        **kwargs,
     ) -> None:
-        """Write config.json + safetensors shards + `model.safetensors.index.json` (+ tokenizer files), atomically.
+        """A complete hub folder, written atomically (a temporary folder beside it, then renamed): config.json,
+        safetensors shards + index, generation_config.json and, given a `processor` (or a `tokenizer` to build
+        one), the processor and tokenizer files and the chat template.
 
-        `layout="released"` writes the released (HF remote-code) layout instead: keys `vlm.*`, its config.json.
-        """
-        from .checkpoint import save_pretrained
+        `layout="released"` writes the released (HF remote-code) layout instead: keys `vlm.*`, its config.json and
+        preprocessor_config.json. `push_to_hub=True` then uploads the folder (`repo_id=` or the folder name)."""
+        if layout not in ("xgenmm", "released"):
+            raise ValueError(f"layout must be 'xgenmm' or 'released', got {layout!r}")
+        if not is_main_process:
+            return
+        if processor is None and tokenizer is not None:
+            from .processing import XGenMMProcessor
 
-        save_pretrained(
-            self, save_directory, tokenizer=tokenizer, max_shard_size=max_shard_size, layout=layout
-        )
+            processor = XGenMMProcessor.from_model(self, tokenizer)
+        repo_id = kwargs.pop("repo_id", Path(save_directory).name)
+        commit_message = kwargs.pop("commit_message", None)
+        state_dict = kwargs.pop("state_dict", None)
+        if layout == "released":
+            state_dict = {RELEASED_PREFIX + k: v for k, v in (state_dict or self.state_dict()).items()}
+        with atomic_directory(save_directory) as tmp:
+            super().save_pretrained(
+                tmp,
+                state_dict=state_dict,
+                max_shard_size=max_shard_size,
+                save_original_format=False,
+                **kwargs,
+            )
+            if processor is not None:
+                processor.save_pretrained(tmp)
+            if layout == "released":
+                from .processing import released_preprocessor_config
 
-    # ----- helpers for users -----------------------------------------------------------------------------------
+                for name, d in (
+                    ("config.json", self.config.to_released_dict()),
+                    ("preprocessor_config.json", released_preprocessor_config(self.config)),
+                ):
+                    (tmp / name).write_text(json.dumps(d, indent=2) + "\n")
+        if push_to_hub:
+            from huggingface_hub import create_repo, upload_folder
+
+            repo = create_repo(repo_id, exist_ok=True, token=kwargs.get("token")).repo_id
+            upload_folder(
+                repo_id=repo,
+                folder_path=save_directory,
+                commit_message=commit_message,
+                token=kwargs.get("token"),
+            )
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.lang_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.lang_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lang_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lang_model.set_output_embeddings(value)
+
+    # ----- helpers for users -------------------------------------------------------------------------------------
     def image_processor(self, resize_backend: str = "pil") -> AnyResImageProcessor:
         """The `AnyResImageProcessor` matching this model (base size, grids, normalisation).
 
@@ -217,12 +283,12 @@ class XGenMM(nn.Module):
 
     def num_vision_tokens(self, image_size: Sequence[int]) -> int:
         """LM positions taken by one image of original size (w, h): num_latents × (1 + cols·rows)."""
-        return self.config.sampler_config.num_latents * self.image_processor().num_vision_groups(image_size)
+        return self.config.sampler_config.num_latents * self.image_processor().num_crops(image_size)
 
     def set_trainable(
         self, vision_encoder: bool = False, vision_tokenizer: bool = True, lang_model: bool = True
     ) -> XGenMM:
-        """Choose which parts train (reference: all but the vision encoder, spec §1.8)."""
+        """Choose which parts train (reference: all but the vision encoder)."""
         if vision_encoder:
             self.vision_encoder.unfreeze()
         else:
@@ -231,17 +297,12 @@ class XGenMM(nn.Module):
         self.lang_model.requires_grad_(lang_model)
         return self
 
-    def gradient_checkpointing_enable(self, lm_layers: int | None = None) -> None:
+    def gradient_checkpointing_enable(self, lm_layers: int | None = None, **kwargs) -> None:
         """Non-reentrant checkpointing of every perceiver layer and of the first `lm_layers` LM decoder layers
         (None = all). Each layer left out keeps its activations (at the released size ~145 KB per token) and is
         not recomputed in the backward pass: selective checkpointing, for memory left over."""
         self.vision_tokenizer.gradient_checkpointing = True
-        if hasattr(self.lang_model, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            self.lang_model.activation_checkpointing_enable({"use_reentrant": False})
-        else:
-            self.lang_model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+        self.lang_model.activation_checkpointing_enable({"use_reentrant": False})
         if lm_layers is not None:
             layers = [m for m in self.lang_model.modules() if isinstance(m, GradientCheckpointingLayer)]
             if not 0 <= lm_layers <= len(layers):
@@ -251,18 +312,7 @@ class XGenMM(nn.Module):
 
     def gradient_checkpointing_disable(self) -> None:
         self.vision_tokenizer.gradient_checkpointing = False
-        if hasattr(self.lang_model, "activation_checkpointing_disable"):
-            self.lang_model.activation_checkpointing_disable()
-        else:
-            self.lang_model.gradient_checkpointing_disable()
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.lang_model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.lang_model.parameters()).dtype
+        self.lang_model.activation_checkpointing_disable()
 
     # ----- vision ----------------------------------------------------------------------------------------------
     def encode_images(
@@ -303,7 +353,7 @@ class XGenMM(nn.Module):
             return [[] for _ in range(batch)]
 
         vision_dtype = next(self.vision_encoder.parameters()).dtype
-        crops = torch.cat(flat_pixels).to(device=self.device, dtype=vision_dtype)
+        crops = torch.cat(flat_pixels).to(device=execution_device(self.vision_encoder), dtype=vision_dtype)
         features = self.vision_encoder(crops)  # (ΣNp, V, Dv)
         groups, masks, groups_per_image = regroup_anyres_features(
             features,
@@ -335,7 +385,7 @@ class XGenMM(nn.Module):
         padding_side: str = "right",
     ):
         """Embed the text, encode the images and splice them in → `SpliceOutput` over the expanded sequence."""
-        input_ids = input_ids.to(self.device)
+        input_ids = input_ids.to(execution_device(self.lang_model.get_input_embeddings()))
         pixel_values, image_sizes = _normalise_images(pixel_values, image_sizes, input_ids.shape[0])
         image_embeds = self.encode_images(pixel_values, image_sizes)
         text_embeds = self.lang_model.get_input_embeddings()(input_ids)
@@ -454,20 +504,26 @@ class XGenMM(nn.Module):
         image_sizes=None,
         **generation_kwargs,
     ) -> torch.Tensor:
-        """Generate with the KV cache; returns only the new token ids `(B, T_new)` (padded with the pad id).
+        """Generate with the KV cache; returns only the new token ids `(B, T_new)` (padded with the pad id), as
+        transformers does for a generation from embeddings.
 
-        Prompts are re-padded on the LEFT after the splice. Stops on the config's `eos_token_id` list (eos and
-        `<|end|>`) unless `eos_token_id` is given. Any transformers generation argument works (`max_new_tokens`,
-        `do_sample`, `num_beams`, ...).
+        The images are spliced in, the rows re-padded on the LEFT, and the LM's `generate` runs on the embeddings
+        with `self.generation_config` (eos and `<|end|>` stop). Any transformers generation argument works:
+        `max_new_tokens`, `do_sample`, `num_beams`, `cache_implementation="static"` (a fixed-size cache: with
+        `compile_config` or on a GPU the decode step runs under `torch.compile`), ...
         """
         spliced = self.prepare_inputs(
             input_ids, attention_mask, pixel_values, image_sizes, padding_side="left"
         )
-        generation_kwargs.setdefault("eos_token_id", list(self.config.eos_token_id))
-        generation_kwargs.setdefault("pad_token_id", self.config.pad_token_id)
-        generation_kwargs.setdefault("use_cache", True)
+        config = copy.deepcopy(generation_kwargs.pop("generation_config", None) or self.generation_config)
+        model_kwargs = config.update(
+            **generation_kwargs
+        )  # generation arguments into the config, the rest to the LM
         return self.lang_model.generate(
-            inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, **generation_kwargs
+            inputs_embeds=spliced.inputs_embeds,
+            attention_mask=spliced.attention_mask,
+            generation_config=config,
+            **model_kwargs,
         )
 
 
@@ -496,4 +552,37 @@ def _normalise_images(pixel_values, image_sizes, batch: int):
     return pixels, sizes
 
 
-__all__ = ["XGenMM", "XGenMMOutput", "empty_parameters", "shifted_cross_entropy", "supervised_token_logps"]
+def execution_device(module: nn.Module) -> torch.device:
+    """Where `module` computes: its accelerate hook's execution device (offloaded models keep `meta` weights
+    until the hook brings them in), else the device of its first real parameter, else the CPU."""
+    for m in (module, *module.modules()):
+        device = getattr(getattr(m, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    for p in module.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def _local_checkpoint(path: str | os.PathLike) -> Path | None:
+    """The local folder `path` names, None for a hub repo id; FileNotFoundError for a path that is not a folder."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local
+    text = str(path)
+    if local.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(f"{text}: no such checkpoint directory")
+    return None
+
+
+XGenMMForConditionalGeneration = XGenMM  # the transformers naming of an image-text-to-text model
+
+__all__ = [
+    "XGenMM",
+    "XGenMMForConditionalGeneration",
+    "XGenMMOutput",
+    "execution_device",
+    "shifted_cross_entropy",
+    "supervised_token_logps",
+]

@@ -111,7 +111,7 @@ def splice_vision_tokens(
                 raise ValueError(
                     f"sample {b}: image block of shape {tuple(block.shape)}, expected (n, {dim})"
                 )
-            embeds += [text[cursor:pos], block.to(text.dtype)]
+            embeds += [text[cursor:pos], block.to(device=text.device, dtype=text.dtype)]
             src += list(range(cursor, pos)) + [pos] * block.shape[0]
             is_vision += [False] * (pos - cursor) + [True] * block.shape[0]
             within += [0] * (pos - cursor) + list(range(block.shape[0]))

@@ -125,6 +125,8 @@ def extend_vocabulary(
     nn.init.normal_(new_head.additional_fc.weight, std=initializer_range)
     nn.init.zeros_(new_head.additional_fc.bias)
 
+    for module in (*new_emb.modules(), *new_head.modules()):
+        module._is_hf_initialized = True  # transformers' `post_init` must not draw these weights again
     lang_model.set_input_embeddings(new_emb)
     lang_model.set_output_embeddings(new_head)
     lang_model.config.vocab_size = initial_tokenizer_len + num_additional
