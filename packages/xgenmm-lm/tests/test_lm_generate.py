@@ -1,6 +1,6 @@
 import torch
 
-from xgenmm_lm.inference import generate_texts, left_pad
+from xgenmm_lm.inference import generate_texts
 
 PROMPTS = [
     "<|user|>\n<image>\nWhat is in the image?<|end|>\n<|assistant|>\n",
@@ -13,7 +13,9 @@ def prepare(model, tokenizer, images, which):
     proc = model.image_processor()
     per_prompt = {0: [images[0]], 1: [], 2: [images[1], images[2]]}
     ids = [tokenizer(PROMPTS[i]).input_ids for i in which]
-    input_ids, mask = left_pad(ids, tokenizer.pad_token_id)
+    length = max(len(i) for i in ids)  # left padding, as for generation
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (length - len(i)) + i for i in ids])
+    mask = torch.tensor([[0] * (length - len(i)) + [1] * len(i) for i in ids])
     pv = [[proc(im).pixel_values for im in per_prompt[i]] for i in which]
     sizes = [[im.size for im in per_prompt[i]] for i in which]
     return input_ids, mask, pv, sizes

@@ -12,6 +12,7 @@ Two on-disk forms of `config.json` are read (`from_dict`, hence `from_pretrained
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +42,6 @@ def default_grids(base_size: int) -> list[list[int]]:
     return [[cols * base_size, rows * base_size] for cols, rows in XGENMM_GRID_MULTIPLES]
 
 
-def _text_config(value) -> PreTrainedConfig:
-    """A text config from a config object, a dict with `model_type`, or None (Phi-3-mini)."""
-    if value is None:
-        return phi3_mini_config()
-    if isinstance(value, PreTrainedConfig):
-        return value
-    d = {
-        k: v
-        for k, v in value.items()
-        if k not in ("initial_tokenizer_len", "transformers_version", "auto_map")
-    }
-    model_type = d.pop("model_type", None)
-    if model_type is None:
-        raise ValueError("text_config needs a 'model_type' (e.g. 'phi3')")
-    return AutoConfig.for_model(model_type, **d)
-
-
 class XGenMMConfig(PreTrainedConfig):
     """Hyper-parameters of `XGenMM`.
 
@@ -78,7 +62,9 @@ class XGenMMConfig(PreTrainedConfig):
 
     model_type = "xgenmm"
     sub_configs_defaults = {
-        "vision_config": SubConfigSpec(SiglipVisionConfig, init_kwargs=siglip_so400m_config().to_diff_dict()),
+        "vision_config": SubConfigSpec(
+            SiglipVisionConfig, init_kwargs=SIGLIP_SO400M_384 | {"vision_use_head": True}
+        ),
         "text_config": SubConfigSpec(AutoConfig, model_type="phi3", init_kwargs={"sliding_window": 2047}),
     }
 
@@ -96,17 +82,8 @@ class XGenMMConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
-        if self.vision_config is None:
-            self.vision_config = siglip_so400m_config()
-        elif isinstance(self.vision_config, dict):
-            self.vision_config = SiglipVisionConfig(
-                **{
-                    k: v
-                    for k, v in self.vision_config.items()
-                    if k not in ("model_type", "transformers_version")
-                }
-            )
-        self.text_config = _text_config(self.text_config)
+        kwargs.pop("format", None)  # written by xgenmm-lm 0.1's own config writer
+        super().__post_init__(**kwargs)  # vision_config / text_config from their dicts, or the defaults above
         vision, text = self.vision_config, self.text_config
         if self.sampler_config is None:
             self.sampler_config = PerceiverResamplerConfig(dim=vision.hidden_size, dim_inner=text.hidden_size)
@@ -140,8 +117,6 @@ class XGenMMConfig(PreTrainedConfig):
         self.eos_token_id = [int(eos)] if isinstance(eos, int) else [int(i) for i in eos]
         self.image_mean = [float(x) for x in self.image_mean]
         self.image_std = [float(x) for x in self.image_std]
-        kwargs.pop("format", None)  # written by xgenmm-lm 0.1's own config writer
-        super().__post_init__(**kwargs)
 
     # Special ids: `initial_tokenizer_len + 0/1/2` (the original's `modeling_xgenmm.py::XGenMMModelForConditionalGeneration`).
     @property
@@ -237,6 +212,30 @@ class XGenMMConfig(PreTrainedConfig):
         return out
 
 
+def write_released_configs(config: XGenMMConfig, directory: str | Path) -> None:
+    """The released `config.json`, `generation_config.json` and `preprocessor_config.json` (the latter loadable by
+    the original's `image_processing_blip_3.py::Blip3ImageProcessor` remote code) into `directory`."""
+    size = config.vision_config.image_size
+    preprocessor = {
+        "auto_map": {"AutoImageProcessor": "image_processing_blip_3.Blip3ImageProcessor"},
+        "image_processor_type": "Blip3ImageProcessor",
+        "image_mean": list(config.image_mean),
+        "image_std": list(config.image_std),
+        "size": [size, size],
+        "resize_mode": "squash",
+        "interpolation_mode": "bicubic",
+        "grids": config.anyres_grids,
+    }
+    tokens = {
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+    }
+    files = {"config.json": config.to_released_dict(), "generation_config.json": tokens}
+    for name, d in {**files, "preprocessor_config.json": preprocessor}.items():
+        (Path(directory) / name).write_text(json.dumps(d, indent=2) + "\n")
+
+
 def released_to_kwargs(d: dict[str, Any]) -> dict[str, Any]:
     """`XGenMMConfig` keyword arguments from the released `config.json` dict.
 
@@ -244,16 +243,16 @@ def released_to_kwargs(d: dict[str, Any]) -> dict[str, Any]:
     carries an explicit `siglip_config` (written by this package for other sizes). The perceiver's depth, heads,
     dim_head and ff_mult are the released 6/16/96/4 unless present.
     """
-    text = dict(d.get("text_config") or {})
+    text = {k: v for k, v in (d.get("text_config") or {}).items() if k != "initial_tokenizer_len"}
     text.setdefault("model_type", "phi3")
-    initial_tokenizer_len = text.get("initial_tokenizer_len", 32012)
+    initial_tokenizer_len = (d.get("text_config") or {}).get("initial_tokenizer_len", 32012)
     if "torch_dtype" in text:
         text["dtype"] = text.pop("torch_dtype")
     if (
         text["model_type"] == "phi3"
     ):  # the released text_config lists only the fields that differ from Phi3Config
         text = {"sliding_window": 2047, **text}
-    text_config = _text_config(text)
+    text_config = AutoConfig.for_model(text.pop("model_type"), **text)
 
     venc = dict(d.get("vision_encoder_config") or {})
     if "siglip_config" in venc:
@@ -295,4 +294,11 @@ def released_to_kwargs(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["SIGLIP_SO400M_384", "XGenMMConfig", "default_grids", "phi3_mini_config", "released_to_kwargs"]
+__all__ = [
+    "SIGLIP_SO400M_384",
+    "XGenMMConfig",
+    "default_grids",
+    "phi3_mini_config",
+    "released_to_kwargs",
+    "write_released_configs",
+]

@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 
 import torch
-from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import GenerationConfig
 
-from .configuration import XGenMMConfig
+from .configuration import XGenMMConfig, write_released_configs
 from .files import (
     INDEX_NAME,
     RELEASED_PREFIX,
@@ -32,24 +31,14 @@ from .files import (
     check_keys,
     detect_layout,
     stored_shapes,
-    strip_layout_prefix,
     weight_map,
 )
 from .modeling import XGenMM
-from .processing import released_preprocessor_config
+from .processing import XGenMMImageProcessor
 
-# Files copied along with a checkpoint when converting between layouts.
-SIDE_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "processor_config.json",
-    "generation_config.json",
-    "preprocessor_config.json",
-)
+# Files copied along with a checkpoint (the configs are written anew for the target layout).
+SIDE_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+              "added_tokens.json", "chat_template.jinja")  # fmt: skip
 
 
 def expected_shapes(config: XGenMMConfig) -> dict[str, tuple[int, ...]]:
@@ -59,24 +48,20 @@ def expected_shapes(config: XGenMMConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def write_config(config: XGenMMConfig, directory: Path, layout: str) -> None:
-    """config.json and generation_config.json of the layout (the released one with its preprocessor_config.json)."""
-    GenerationConfig(
-        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
-    ).save_pretrained(directory)
-    if layout == "xgenmm":
-        config.save_pretrained(directory)
+def write_configs(config: XGenMMConfig, directory: Path, layout: str) -> None:
+    """config.json, generation_config.json and preprocessor_config.json of the layout."""
+    if layout == "released":
+        write_released_configs(config, directory)
         return
-    for name, d in (
-        ("config.json", config.to_released_dict()),
-        ("preprocessor_config.json", released_preprocessor_config(config)),
-    ):
-        (directory / name).write_text(json.dumps(d, indent=2) + "\n")
+    config.save_pretrained(directory)
+    ids = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
+    GenerationConfig(**ids, pad_token_id=config.pad_token_id).save_pretrained(directory)
+    XGenMMImageProcessor.from_config(config).save_pretrained(directory)
 
 
-def _copy_side_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+def _copy_side_files(src: Path, dst: Path) -> None:
     for name in SIDE_FILES:
-        if name not in skip and (src / name).is_file():
+        if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
 
 
@@ -88,22 +73,23 @@ def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, target: str, 
     if source == target:
         raise ValueError(f"{src}: already in the {target!r} layout")
     config = XGenMMConfig.from_pretrained(src)
-    renamed = {strip_layout_prefix(k, source): v for k, v in stored_shapes(src).items()}
-    check_keys(expected_shapes(config), renamed, src)
-    prefix = RELEASED_PREFIX if target == "released" else ""
-    files = list(dict.fromkeys(weight_map(src).values()))
+    strip = RELEASED_PREFIX if source == "released" else ""
+    add = RELEASED_PREFIX if target == "released" else ""
+    check_keys(
+        expected_shapes(config), {k.removeprefix(strip): v for k, v in stored_shapes(src).items()}, src
+    )
     with atomic_directory(dst) as tmp:
         new_map, total = {}, 0
-        for name in files:
+        for name in dict.fromkeys(weight_map(src).values()):
             with safe_open(src / name, framework="pt") as f:
-                tensors = {prefix + strip_layout_prefix(k, source): f.get_tensor(k) for k in f.keys()}
+                tensors = {add + k.removeprefix(strip): f.get_tensor(k) for k in f.keys()}
             save_file(tensors, tmp / name, metadata={"format": "pt"})
             new_map.update({k: name for k in tensors})
             total += sum(t.numel() * t.element_size() for t in tensors.values())
         index = {"metadata": {"total_size": total}, "weight_map": new_map}
         (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-        _copy_side_files(src, tmp, skip=("preprocessor_config.json", "generation_config.json"))
-        write_config(config, tmp, target)
+        _copy_side_files(src, tmp)
+        write_configs(config, tmp, target)
         if remote_code is not None:
             code_files = sorted(Path(remote_code).glob("*.py"))
             if not code_files:
@@ -127,34 +113,19 @@ def load_lavis_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def convert_lavis(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
-    config_path=None,
-    tokenizer_dir=None,
-    max_shard_size="5GB",
-    dtype=None,
-) -> None:
+def convert_lavis(src, dst, config_path=None, tokenizer_dir=None, max_shard_size="5GB", dtype=None) -> None:
     """Write a LAVIS `.pt` checkpoint in this package's layout (default config: the released model)."""
     config = XGenMMConfig() if config_path is None else XGenMMConfig.from_pretrained(config_path)
     state = load_lavis_state_dict(src)
     check_keys(expected_shapes(config), {k: tuple(v.shape) for k, v in state.items()}, src)
+    with torch.device("meta"):
+        model = XGenMM.from_config(config)
+    model.load_state_dict(state, assign=True)
     if dtype is not None:
-        torch_dtype = getattr(torch, dtype.replace("bf16", "bfloat16").replace("fp16", "float16"), None)
-        if not isinstance(torch_dtype, torch.dtype):
-            raise ValueError(f"unknown dtype {dtype!r}")
-        state = {k: v.to(torch_dtype) for k, v in state.items()}
-        config.dtype = torch_dtype
-    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
-    with atomic_directory(dst) as tmp:
-        write_config(config, tmp, "xgenmm")
-        for name, keys in split.filename_to_tensors.items():
-            save_file({k: state[k].contiguous() for k in keys}, tmp / name, metadata={"format": "pt"})
-        if split.is_sharded:
-            index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
-            (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-        if tokenizer_dir is not None:
-            _copy_side_files(Path(tokenizer_dir), tmp)
+        model.to(getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)))
+    model.save_pretrained(dst, max_shard_size=max_shard_size)
+    if tokenizer_dir is not None:
+        _copy_side_files(Path(tokenizer_dir), Path(dst))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,10 +107,6 @@ def check_keys(expected: dict[str, tuple], found: dict[str, tuple], source) -> N
         raise ValueError(f"{source}: checkpoint does not match the model config: " + "; ".join(parts))
 
 
-def strip_layout_prefix(key: str, layout: str) -> str:
-    return key.removeprefix(RELEASED_PREFIX) if layout == "released" else key
-
-
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `target`; on success move its content to `target`.
@@ -150,6 +146,5 @@ __all__ = [
     "check_keys",
     "detect_layout",
     "stored_shapes",
-    "strip_layout_prefix",
     "weight_map",
 ]

@@ -6,27 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .processing import XGenMMProcessor
 from .tokenization import END_TOKEN, stop_token_ids
-
-
-def _as_image_list(item) -> list:
-    if item is None:
-        return []
-    if isinstance(item, (list, tuple)):
-        return list(item)
-    return [item]
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists → (input_ids (B, L), attention_mask (B, L))."""
-    length = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(sequences), length, dtype=torch.long)
-    for b, seq in enumerate(sequences):
-        if len(seq):
-            input_ids[b, length - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
-            mask[b, length - len(seq) :] = 1
-    return input_ids, mask
 
 
 def cut_at_stop(ids: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
@@ -56,7 +37,7 @@ def generate_texts(
         tokenizer: its tokenizer (with the xGen-MM special tokens).
         prompts: full prompt strings (template applied, ending with the generation prompt), one `<image>` per image.
         images: per prompt None, one PIL image, or a list of PIL images (in `<image>` order); None = text only.
-        batch_size: prompts per `generate` call (left padding).
+        batch_size: prompts per `generate` call.
         max_new_tokens, generation_kwargs: passed to `XGenMM.generate` (`do_sample`, `num_beams`, ...).
     Returns:
         the decoded answers, cut at the first `<|end|>` / eos, special tokens removed, stripped.
@@ -64,32 +45,21 @@ def generate_texts(
     images = [None] * len(prompts) if images is None else list(images)
     if len(images) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} image entries")
-    processor = model.image_processor()
+    processor = XGenMMProcessor.from_model(model, tokenizer)
     stops = list(dict.fromkeys(stop_token_ids(tokenizer) + list(model.config.eos_token_id)))
     generation_kwargs.setdefault("do_sample", False)
     generation_kwargs.setdefault("eos_token_id", stops)
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):
         chunk = range(start, min(start + batch_size, len(prompts)))
-        ids = [tokenizer(prompts[i], add_special_tokens=False).input_ids for i in chunk]
-        input_ids, mask = left_pad(ids, model.config.pad_token_id)
-        pixel_values, image_sizes = [], []
-        for i in chunk:
-            processed = [processor(img) for img in _as_image_list(images[i])]
-            pixel_values.append([p.pixel_values for p in processed])
-            image_sizes.append([p.image_size for p in processed])
-        out = model.generate(
-            input_ids,
-            attention_mask=mask,
-            pixel_values=pixel_values,
-            image_sizes=image_sizes,
-            max_new_tokens=max_new_tokens,
-            **generation_kwargs,
-        )
+        per_prompt = [[] if images[i] is None else images[i] for i in chunk]
+        per_prompt = [list(x) if isinstance(x, (list, tuple)) else [x] for x in per_prompt]
+        inputs = processor(text=[prompts[i] for i in chunk], images=per_prompt)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, **generation_kwargs)
         for row in out.tolist():
             text = tokenizer.decode(cut_at_stop(row, stops), skip_special_tokens=True)
             answers.append(text.split(END_TOKEN)[0].strip())
     return answers
 
 
-__all__ = ["cut_at_stop", "generate_texts", "left_pad"]
+__all__ = ["cut_at_stop", "generate_texts"]

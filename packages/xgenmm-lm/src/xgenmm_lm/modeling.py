@@ -1,6 +1,6 @@
 """The assembled xGen-MM (BLIP-3) model: SigLIP → regroup → perceiver resampler → splice → causal LM.
 
-Sub-module names are the released checkpoint's state-dict prefixes (spec §5.3): `vision_encoder`,
+Sub-module names are the released checkpoint's state-dict prefixes (the original's `modeling_xgenmm.py`): `vision_encoder`,
 `vision_tokenizer`, `lang_model`. The LM is transformers' own class for `text_config` (Phi3ForCausalLM for the
 released model) with the decoupled vocabulary extension of `vocab.py`.
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import create_repo, upload_folder
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
@@ -32,8 +32,9 @@ from xgenmm_vision import AnyResImageProcessor, SiglipVisionEncoder, regroup_any
 
 from .attention import VARLEN_ATTENTION, flat_segment_lengths
 from .attention import register as _register_attention
-from .configuration import XGenMMConfig
+from .configuration import XGenMMConfig, write_released_configs
 from .files import RELEASED_PREFIX, atomic_directory, check_keys, read_json, stored_shapes
+from .processing import XGenMMProcessor
 from .splice import splice_vision_tokens
 from .vocab import extend_vocabulary
 
@@ -173,9 +174,9 @@ class XGenMM(PreTrainedModel, GenerationMixin):
         unexpected tensors, and `attn_implementation="sdpa"` by default. Either layout; the released `vlm.*` names
         are renamed on load. A hub id is read from the local cache when offline."""
         local = _local_checkpoint(pretrained_model_name_or_path)
-        if local is not None:
+        if local is not None:  # config.json, the index, every shard and every header readable
             read_json(local / "config.json")
-            stored_shapes(local)  # the index, every shard and every header readable
+            stored_shapes(local)
         kwargs.setdefault("attn_implementation", "sdpa")
         want_info = kwargs.pop("output_loading_info", False)
         try:
@@ -190,9 +191,8 @@ class XGenMM(PreTrainedModel, GenerationMixin):
                 f"cache ({e}). Download it where there is network (`hf download {pretrained_model_name_or_path}`) "
                 "and pass the local directory."
             ) from e
-        found = {k: () for k in info["unexpected_keys"]}
-        expected = {k: () for k in info["missing_keys"]}
-        check_keys(expected, found, local or pretrained_model_name_or_path)
+        missing, unexpected = ({k: () for k in info[key]} for key in ("missing_keys", "unexpected_keys"))
+        check_keys(missing, unexpected, local or pretrained_model_name_or_path)
         model.vision_encoder.freeze()  # the reference default; the loader made fresh parameters
         return (model, info) if want_info else model
 
@@ -218,41 +218,25 @@ class XGenMM(PreTrainedModel, GenerationMixin):
         if not is_main_process:
             return
         if processor is None and tokenizer is not None:
-            from .processing import XGenMMProcessor
-
             processor = XGenMMProcessor.from_model(self, tokenizer)
-        repo_id = kwargs.pop("repo_id", Path(save_directory).name)
-        commit_message = kwargs.pop("commit_message", None)
+        repo_id, message = (
+            kwargs.pop("repo_id", Path(save_directory).name),
+            kwargs.pop("commit_message", None),
+        )
         state_dict = kwargs.pop("state_dict", None)
         if layout == "released":
             state_dict = {RELEASED_PREFIX + k: v for k, v in (state_dict or self.state_dict()).items()}
         with atomic_directory(save_directory) as tmp:
-            super().save_pretrained(
-                tmp,
-                state_dict=state_dict,
-                max_shard_size=max_shard_size,
-                save_original_format=False,
-                **kwargs,
-            )
+            kwargs.update(state_dict=state_dict, max_shard_size=max_shard_size, save_original_format=False)
+            super().save_pretrained(tmp, **kwargs)
             if processor is not None:
                 processor.save_pretrained(tmp)
             if layout == "released":
-                from .processing import released_preprocessor_config
-
-                for name, d in (
-                    ("config.json", self.config.to_released_dict()),
-                    ("preprocessor_config.json", released_preprocessor_config(self.config)),
-                ):
-                    (tmp / name).write_text(json.dumps(d, indent=2) + "\n")
+                write_released_configs(self.config, tmp)
         if push_to_hub:
-            from huggingface_hub import create_repo, upload_folder
-
             repo = create_repo(repo_id, exist_ok=True, token=kwargs.get("token")).repo_id
             upload_folder(
-                repo_id=repo,
-                folder_path=save_directory,
-                commit_message=commit_message,
-                token=kwargs.get("token"),
+                repo_id=repo, folder_path=save_directory, commit_message=message, token=kwargs.get("token")
             )
 
     def get_input_embeddings(self) -> nn.Module:
@@ -461,8 +445,6 @@ class XGenMM(PreTrainedModel, GenerationMixin):
             use_cache=lm_kwargs.pop("use_cache", False),
             **lm_kwargs,
         )
-        # transformers 5 names the cache field `cache`, 4.x `past_key_values`.
-        cache_field = "cache" if "cache" in XGenMMOutput.__dataclass_fields__ else "past_key_values"
         if token_logps:
             # The supervised positions are found (one host sync) before the LM's kernels are queued.
             where = (spliced.labels[:, 1:] != -100).nonzero()
@@ -492,7 +474,7 @@ class XGenMM(PreTrainedModel, GenerationMixin):
             labels=spliced.labels,
             attention_mask=spliced.attention_mask,
             segment_ids=spliced.segment_ids,
-            **{cache_field: out.get(cache_field)},
+            cache=out.cache,
         )
 
     @torch.no_grad()

@@ -192,24 +192,8 @@ def _images_per_sample(images, counts: list[int]) -> list[list]:
     return groups
 
 
-def released_preprocessor_config(config: XGenMMConfig) -> dict:
-    """The released `preprocessor_config.json` (loadable by the original's `Blip3ImageProcessor` remote code)."""
-    size = config.vision_config.image_size
-    return {
-        "auto_map": {"AutoImageProcessor": "image_processing_blip_3.Blip3ImageProcessor"},
-        "image_processor_type": "Blip3ImageProcessor",
-        "image_mean": list(config.image_mean),
-        "image_std": list(config.image_std),
-        "size": [size, size],
-        "resize_mode": "squash",
-        "interpolation_mode": "bicubic",
-        "grids": config.anyres_grids,
-    }
-
-
 __all__ = [
     "PHI3_CHAT_TEMPLATE",
     "XGenMMImageProcessor",
     "XGenMMProcessor",
-    "released_preprocessor_config",
 ]

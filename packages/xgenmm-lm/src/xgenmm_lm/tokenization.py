@@ -11,7 +11,6 @@ from collections.abc import Iterable
 
 from tokenizers import AddedToken
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 PAD_TOKEN = "<pad>"
 MEDIA_TOKEN = "<image>"
@@ -79,12 +78,6 @@ def build_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedToke
     Note (spec §2.1): the released model was trained with the slow sentencepiece Phi-3 tokenizer; a fast
     tokenizer may differ in the leading "▁" piece after role tokens.
     """
-    kwargs.setdefault(
-        "trust_remote_code", False
-    )  # released repos carry an auto_map; the tokenizer needs no code
-    verbosity = hf_logging.get_verbosity()
-    # AutoTokenizer reads config.json (model_type "xgenmm", unknown to transformers) and warns about it: harmless.
-    hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     except OSError as e:
@@ -92,8 +85,6 @@ def build_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedToke
             f"cannot load a tokenizer from {name_or_path!r}: {e}. Pass a local directory holding the tokenizer "
             "files (tokenizer.json / tokenizer.model + tokenizer_config.json), or download it first."
         ) from e
-    finally:
-        hf_logging.set_verbosity(verbosity)
     return add_special_tokens(tokenizer)
 
 
