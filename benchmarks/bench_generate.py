@@ -1,13 +1,16 @@
-"""Generation speed of `XGenMM.generate` (KV cache on, greedy) at batch 1 and 8; prints one JSON object.
+"""Generation speed of `XGenMM.generate` (KV cache on, greedy) at batch 1 and 8, with the dynamic cache, the
+static cache and the static cache + `torch.compile`'d decode step; prints one JSON object.
 
-    uv run python benchmarks/bench_generate.py                 # tiny config, CPU
-    uv run python benchmarks/bench_generate.py --quick         # smoke run
+    uv run python benchmarks/bench_generate.py                 # tiny config, CPU, all three caches
+    uv run python benchmarks/bench_generate.py --quick --caches dynamic static   # smoke run
     uv run python benchmarks/bench_generate.py --device cuda --real-size   # released sizes, random bf16 weights
 
 Each sample holds one 640x480 image (5 crops → 640 vision tokens at real size) and a text prompt; every run
 generates exactly `--new-tokens` tokens (eos disabled). Reported: prefill seconds (vision + splice + first
 forward, measured as a 1-token generate), end-to-end seconds, and decode tokens/s = batch·(new−1)/(total−prefill),
-all from medians of `--reps` (5) timed runs after `--warmup` (1) untimed full-length runs at the same batch size.
+all from medians of `--reps` (5) timed runs after `--warmup` (1) untimed full-length runs at the same batch size
+(the compile happens there). Each cache's greedy tokens are checked against the dynamic cache's, and its decode
+tokens/s is reported as a ratio to the dynamic cache's at the same batch size.
 On CUDA the GPU is first kept busy for `--gpu-warmup-s` seconds so batch 1 is not timed on ramping clocks.
 `benchmarks/gpu_generate.py` runs this at the real size on a GPU.
 """
@@ -19,8 +22,21 @@ import argparse
 import torch
 from _common import add_standard_args, emit, machine_info, resolve_reps, time_reps, warm_up_gpu
 from PIL import Image
+from transformers import CompileConfig
 
 from xgenmm_lm import XGenMM, XGenMMConfig, tiny_config
+
+
+def cache_kwargs(cache: str) -> dict:
+    """`generate` arguments of a cache mode: "dynamic", "static" (never compiled) or "compiled" (static cache,
+    decode step under torch.compile; transformers only compiles on GPUs unless told, so the CPU is told)."""
+    if cache == "dynamic":
+        return {}
+    if cache == "static":
+        return {"cache_implementation": "static", "disable_compile": True}
+    compile_config = CompileConfig(mode="default")  # "reduce-overhead" (CUDA graphs) is for GPUs
+    compile_config._compile_all_devices = True
+    return {"cache_implementation": "static", "compile_config": compile_config}
 
 
 def build(args) -> XGenMM:
@@ -49,16 +65,35 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def generate_fn(model, inputs, new_tokens: int):
-    """A no-argument callable generating exactly `new_tokens` tokens per sample (greedy, eos disabled)."""
+def generate(model, inputs, new_tokens: int, cache: str) -> torch.Tensor:
+    """Exactly `new_tokens` greedy tokens per sample (eos disabled)."""
+    ids, mask, pv, sizes = inputs
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None)
+    out = model.generate(ids, mask, pv, sizes, **kwargs, **cache_kwargs(cache))
+    assert out.shape[1] == new_tokens, out.shape
+    return out
 
-    def fn() -> None:
-        out = model.generate(
-            *inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None
-        )
-        assert out.shape[1] == new_tokens, out.shape
 
-    return fn
+def generate_fn(model, inputs, new_tokens: int, cache: str = "dynamic"):
+    """A no-argument callable for `time_reps`."""
+    return lambda: generate(model, inputs, new_tokens, cache)
+
+
+def time_generation(model, inputs, batch: int, args, sync_fn, cache: str) -> dict:
+    """Prefill (a 1-token generate) and the full generate, medians of `args.reps` after `args.warmup`
+    full-length generations (cache growth, compilation, kernels of every shape)."""
+    prefill = time_reps(generate_fn(model, inputs, 1, cache), args.reps, args.warmup, sync_fn)
+    total = time_reps(generate_fn(model, inputs, args.new_tokens, cache), args.reps, args.warmup, sync_fn)
+    p, t = prefill["median_s"], total["median_s"]
+    return {
+        "prefill_s": round(p, 4),
+        "total_s": round(t, 4),
+        "total_reps_s": total["reps_s"],
+        "decode_tokens_per_s": round(batch * (args.new_tokens - 1) / max(t - p, 1e-9), 1),
+        "decode_tokens_per_s_per_sequence": round((args.new_tokens - 1) / max(t - p, 1e-9), 1),
+        "end_to_end_tokens_per_s": round(batch * args.new_tokens / t, 1),
+        "expanded_prompt_len": int(model.prepare_inputs(*inputs).attention_mask.shape[1]),
+    }
 
 
 def run(args) -> dict:
@@ -71,22 +106,29 @@ def run(args) -> dict:
         }
     model = build(args)
     sync_fn = lambda: sync(args.device)  # noqa: E731
-    results = {}
-    for batch in args.batch_sizes:
-        inputs = make_batch(model, batch, args.prompt_tokens, args.device)
-        prefill = time_reps(generate_fn(model, inputs, 1), args.reps, args.warmup, sync_fn)
-        # warm-up = full-length generations at this batch size (cache growth, kernels of every shape)
-        total = time_reps(generate_fn(model, inputs, args.new_tokens), args.reps, args.warmup, sync_fn)
-        p, t = prefill["median_s"], total["median_s"]
-        results[f"batch_{batch}"] = {
-            "prefill_s": round(p, 4),
-            "total_s": round(t, 4),
-            "total_reps_s": total["reps_s"],
-            "decode_tokens_per_s": round(batch * (args.new_tokens - 1) / max(t - p, 1e-9), 1),
-            "decode_tokens_per_s_per_sequence": round((args.new_tokens - 1) / max(t - p, 1e-9), 1),
-            "end_to_end_tokens_per_s": round(batch * args.new_tokens / t, 1),
-            "expanded_prompt_len": int(model.prepare_inputs(*inputs).attention_mask.shape[1]),
+    by_cache = {}
+    for cache in args.caches:
+        for batch in args.batch_sizes:
+            inputs = make_batch(model, batch, args.prompt_tokens, args.device)
+            row = time_generation(model, inputs, batch, args, sync_fn, cache)
+            row["same_tokens_as_dynamic"] = bool(
+                torch.equal(
+                    generate(model, inputs, args.new_tokens, cache),
+                    generate(model, inputs, args.new_tokens, "dynamic"),
+                )
+            )
+            by_cache.setdefault(cache, {})[f"batch_{batch}"] = row
+    results = by_cache[args.caches[0]]
+    ratios = {
+        cache: {
+            b: round(r["decode_tokens_per_s"] / by_cache["dynamic"][b]["decode_tokens_per_s"], 2)
+            for b, r in rows.items()
         }
+        for cache, rows in by_cache.items()
+        if "dynamic" in by_cache and cache != "dynamic"
+    }
+    report["caches"] = by_cache
+    report["decode_ratio_vs_dynamic"] = ratios
     first, last = f"batch_{args.batch_sizes[0]}", f"batch_{args.batch_sizes[-1]}"
     report.update(
         {
@@ -118,6 +160,10 @@ def parse_args(argv=None):
     )
     p.add_argument("--attn", default="sdpa")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument(
+        "--caches", nargs="+", default=["dynamic", "static", "compiled"], choices=["dynamic", "static", "compiled"],
+        help="the first one fills `results`; ratios are against dynamic",
+    )  # fmt: skip
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument(
