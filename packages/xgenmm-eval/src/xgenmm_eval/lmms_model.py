@@ -23,6 +23,8 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
+from xgenmm_data.processing import to_rgb
+
 from .inputs import continuation_logprob
 from .loading import load_model
 from .prompting import place_images
@@ -71,7 +73,7 @@ class XGenMMLmms(lmms):
                 raise ValueError(
                     f"xgenmm: task {task} doc {doc_id} gives a {type(v).__name__}; only images are supported"
                 )
-            images.append(v.convert("RGB"))
+            images.append(to_rgb(v))  # as in training: 16-bit grey scaled to 8 bits
         return images
 
     def _prompt(self, context: str, num_images: int) -> str:
