@@ -90,7 +90,8 @@ def test_loglikelihood_matches_forced_generation(lmm):
     ]
     out = lmm.loglikelihood(reqs)
     assert len(out) == 3
-    for i, (logp, greedy) in enumerate(out):
+    for i, result in enumerate(out):
+        nll, greedy = result.text  # lmms-eval passes a GenerationResult's text on unchanged
         doc = docs[i]
         query = doc["q"] if "<image>" in doc["q"] else "<image> " + doc["q"]
         prompt = build_prompt(query, template="phi_3")
@@ -112,7 +113,7 @@ def test_loglikelihood_matches_forced_generation(lmm):
         steps = torch.stack(forced.logits, 1)[0].float()  # (T, V) raw logits
         ref = torch.log_softmax(steps, -1)[torch.arange(len(cont)), torch.tensor(cont)].sum().item()
         assert forced.sequences[0, -len(cont) :].tolist() == cont
-        assert logp == pytest.approx(ref, abs=1e-3)
+        assert nll == pytest.approx(-ref, abs=1e-3)  # a loss: lmms-eval's multiple_choice takes argmin
         assert greedy == (steps.argmax(-1).tolist() == cont)
 
 
@@ -120,6 +121,76 @@ def test_bad_visual_type_is_rejected(lmm):
     req = _instance("generate_until", ("q", {}, lambda doc: ["video.mp4"], 0, TASK, SPLIT), 0)
     with pytest.raises(ValueError, match="only images"):
         lmm.generate_until([req])
+
+
+MC_TASK_YAML = """task: xgenmm_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_visual: !function utils.doc_to_visual
+doc_to_text: !function utils.doc_to_text
+doc_to_choice: {choices}
+doc_to_target: answer
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 0.0
+"""
+
+
+def _mc_task(folder, image_files, lmm):
+    """A local three-question multiple-choice task whose gold answer (index) is, per question, the choice our
+    model scores highest (computed here without lmms-eval): lmms-eval's own scoring must then give acc 1.0."""
+    import json
+
+    from xgenmm_data.templates import build_prompt
+    from xgenmm_eval.inputs import continuation_logprob
+
+    choices = ["red", "green", "blue", "yes"]
+    task = folder / "xgenmm_mc"
+    task.mkdir(parents=True)
+    rows = []
+    for path, q in zip(image_files, ["What colour is it?", "Is it tall?", "Which colour?"]):
+        prompt = build_prompt("<image> " + q, template="phi_3")
+        image = Image.open(path).convert("RGB")
+        logps = [continuation_logprob(lmm.model, lmm.tokenizer, prompt, " " + c, [image])[0] for c in choices]
+        rows.append(
+            {"image": str(path), "question": q, "answer": max(range(len(choices)), key=logps.__getitem__)}
+        )
+    (task / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (task / "xgenmm_mc.yaml").write_text(
+        MC_TASK_YAML.format(data=task / "mc.jsonl", choices=json.dumps(choices))
+    )
+    (task / "utils.py").write_text(TASK_UTILS)
+    return rows
+
+
+def test_multiple_choice_task_through_lmms_eval_evaluator(lmm, image_files, tmp_path):
+    """`output_type: multiple_choice` end to end through lmms-eval's `simple_evaluate`: the loglikelihood
+    tuples reach the task's scoring (lmms-eval 0.7.3 stringifies bare tuples) with lmms-eval's sign."""
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    rows = _mc_task(tmp_path / "tasks", image_files, lmm)
+    assert len({r["answer"] for r in rows}) >= 1
+    out = simple_evaluate(
+        model=lmm,
+        tasks=["xgenmm_mc"],
+        task_manager=TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False),
+        bootstrap_iters=0,
+    )
+    assert out["results"]["xgenmm_mc"]["acc,none"] == 1.0
+    samples = out["samples"]["xgenmm_mc"]
+    assert len(samples) == 3
+    for s in samples:
+        assert len(s["resps"]) == 4
+        for ((nll, greedy),) in s["resps"]:
+            assert isinstance(nll, float) and nll > 0 and isinstance(greedy, bool)
 
 
 TASK_YAML = """task: xgenmm_toy
@@ -156,8 +227,9 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 
 @pytest.mark.slow  # starts the lmms-eval CLI (~1 min of imports on 2 cores)
-def test_lmms_eval_cli_runs_local_task(tiny_ckpt, image_files, tmp_path):
-    """`lmms-eval --model xgenmm` end to end on a local two-question task (no hub access)."""
+def test_lmms_eval_cli_runs_local_task(tiny_ckpt, image_files, tmp_path, lmm):
+    """`lmms-eval --model xgenmm` end to end on a local two-question task and a local multiple-choice task
+    (no hub access)."""
     import json
     import os
     import subprocess
@@ -172,12 +244,15 @@ def test_lmms_eval_cli_runs_local_task(tiny_ckpt, image_files, tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (task / "xgenmm_toy.yaml").write_text(TASK_YAML.format(data=data))
     (task / "utils.py").write_text(TASK_UTILS)
+    _mc_task(tmp_path / "tasks", image_files, lmm)
     exe = Path(sys.executable).with_name("lmms-eval")
     cmd = [str(exe), "--model", "xgenmm", "--model_args", f"pretrained={tiny_ckpt},device=cpu", "--tasks",
-           "xgenmm_toy", "--include_path", str(tmp_path / "tasks"), "--batch_size", "2", "--output_path",
+           "xgenmm_toy,xgenmm_mc", "--include_path", str(tmp_path / "tasks"), "--batch_size", "2", "--output_path",
            str(tmp_path / "out")]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "xgenmm_toy" in res.stdout and "exact_match" in res.stdout
-    assert list((tmp_path / "out").rglob("*results*.json")), "no results file written"
+    files = list((tmp_path / "out").rglob("*results*.json"))
+    assert files, "no results file written"
+    assert json.loads(files[0].read_text())["results"]["xgenmm_mc"]["acc,none"] == 1.0

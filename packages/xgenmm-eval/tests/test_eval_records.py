@@ -104,3 +104,24 @@ def test_load_image_errors(tmp_path):
     Image.new("L", (5, 4)).save(tmp_path / "g.png")
     im = load_image(str(tmp_path / "g.png"))
     assert im.mode == "RGB" and im.size == (5, 4)
+
+
+def test_load_image_scales_16bit_grey_like_training(tmp_path):
+    """A 16-bit PNG (mode I;16) is scaled to 8 bits, as the training pipeline does (convert("RGB") clips it
+    to almost white)."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "g16.png")
+    for source in (tmp_path / "g16.png", Image.open(tmp_path / "g16.png")):
+        assert np.asarray(load_image(source))[0, :, 0].tolist() == [0, 1, 128, 255]
+
+
+def test_non_utf8_eval_file_names_file_and_byte_offset(tmp_path):
+    data = b'[{"id": 0, "conversations": [{"from": "human", "value": "caf\xe9?"}, {"from": "gpt", "value": "a"}]}]'
+    (tmp_path / "e.json").write_bytes(data)
+    offset = data.index(b"\xe9")
+    with pytest.raises(ValueError) as err:
+        load_eval_records(tmp_path / "e.json")
+    assert str(err.value).startswith(f"{tmp_path / 'e.json'}: invalid UTF-8 at byte offset {offset}")

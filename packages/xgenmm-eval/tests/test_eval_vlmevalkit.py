@@ -119,3 +119,25 @@ def test_missing_vlmevalkit_says_how_to_install(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "VLMEvalKit is not installed" in err and "pip install -e VLMEvalKit" in err
     assert "checkpoint" not in err  # failed before touching the model
+
+
+def test_prediction_file_finds_the_pkl_vlmevalkit_falls_back_to(tmp_path, caplog, monkeypatch):
+    """VLMEvalKit's `dump` writes `<name>.pkl` when it cannot write `<name>.xlsx` (xlsxwriter missing): scoring
+    must use that file, and with no file at all the error names what is missing."""
+    from xgenmm_eval import vlmevalkit
+
+    monkeypatch.delenv("PRED_FORMAT", raising=False)
+    monkeypatch.setattr(vlmevalkit, "xlsx_writer_missing", lambda: True)  # as in an env without xlsxwriter
+    stem = tmp_path / "xgenmm-tiny_MMBench_DEV_EN"
+    with pytest.raises(FileNotFoundError) as err:
+        vlmevalkit.prediction_file(tmp_path, "xgenmm-tiny", "MMBench_DEV_EN")
+    assert str(err.value) == (
+        f"VLMEvalKit's inference left no prediction file: neither {stem}.xlsx nor {stem}.pkl; writing .xlsx "
+        "needs the xlsxwriter package: pip install xlsxwriter (or set PRED_FORMAT=tsv)"
+    )
+    (tmp_path / f"{stem.name}.pkl").write_bytes(b"")
+    assert vlmevalkit.prediction_file(tmp_path, "xgenmm-tiny", "MMBench_DEV_EN") == f"{stem}.pkl"
+    assert f"could not write {stem}.xlsx and wrote {stem}.pkl instead" in caplog.text
+    assert "pip install xlsxwriter" in caplog.text
+    (tmp_path / f"{stem.name}.xlsx").write_bytes(b"")
+    assert vlmevalkit.prediction_file(tmp_path, "xgenmm-tiny", "MMBench_DEV_EN") == f"{stem}.xlsx"

@@ -7,7 +7,14 @@ imports no vision / language-model package.
 
 from .collate import DataCollator
 from .dataset import SupervisedDataset
-from .processing import BadSample, SampleProcessor, call_processor, image_header_size, prepare_conversations
+from .processing import (
+    BadSample,
+    SampleProcessor,
+    call_processor,
+    image_header_size,
+    prepare_conversations,
+    record_messages,
+)
 from .samplers import LengthGroupedSampler, PackedBatchSampler, pack_best_fit_decreasing, padding_efficiency
 from .sources import (
     DataError,
@@ -73,6 +80,7 @@ __all__ = [
     "pack_best_fit_decreasing",
     "padding_efficiency",
     "prepare_conversations",
+    "record_messages",
     "register_template",
     "resolve_image_path",
     "tokenize_conversation",

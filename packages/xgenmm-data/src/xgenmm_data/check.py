@@ -5,6 +5,10 @@ Per record: no `conversations`, wrong role order, empty reply, `<image>` count !
 `max_images`, unmapped relative image path, missing / 0-byte / non-image / truncated image file (decoded
 fully unless `decode=False`), over-long text (exact with a tokenizer, else estimated at 4 characters per
 token).
+
+Images that the pipeline converts beyond a plain RGB copy (16-bit scaled to 8 bits, alpha or a transparent
+colour dropped, CMYK, animated: first frame) are not errors; they are counted per source in `notes` and
+listed below the problem table, so a user sees what happens to their pixels.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from .processing import BadSample, image_header_size, open_image, prepare_conversations
+from .processing import BadSample, image_info, open_image, prepare_conversations
 from .sources import DataError, Mixture
 from .templates import get_template
 
@@ -25,6 +29,7 @@ class CheckReport:
     records: Counter = field(default_factory=Counter)  # source -> records checked
     problems: dict = field(default_factory=lambda: defaultdict(Counter))  # source -> kind -> count
     examples: list[tuple[str, int, object, str]] = field(default_factory=list)
+    notes: dict = field(default_factory=lambda: defaultdict(Counter))  # source -> image conversion -> count
 
     @property
     def num_problems(self) -> int:
@@ -62,6 +67,11 @@ class CheckReport:
             lines.append(f"  {src} record {idx} (id={rid!r}): {reason}")
         if len(self.examples) > max_examples:
             lines.append(f"  ... and {len(self.examples) - max_examples} more")
+        if self.notes:
+            lines.append("\nimage conversions (not errors; what the pipeline does to these pixels):")
+            for src, kinds in self.notes.items():
+                for kind, c in kinds.most_common():
+                    lines.append(f"  {src}: {c} x {kind}")
         return "\n".join(lines)
 
 
@@ -114,7 +124,9 @@ def check_mixture(
         try:
             conv = prepare_conversations(ref, max_images)
             for p in ref.images:
-                image_header_size(p)
+                _, note = image_info(p)
+                if note:
+                    report.notes[ref.source][note] += 1
                 if decode:
                     open_image(p)
             text = get_template(ref.template or template, tokenizer).render(conv)

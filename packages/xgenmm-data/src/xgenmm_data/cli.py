@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
-        sp.add_argument("--path-map", help="YAML mapping or Python file with IMAGE_FOLDER_DICT")
+        sp.add_argument(
+            "--path-map",
+            help="YAML mapping, or a Python file with a literal IMAGE_FOLDER_DICT (parsed, not run)",
+        )
         sp.add_argument("--image-root", help="folder that relative image paths are joined to")
         sp.add_argument("--max-images", type=int, default=4)
 

@@ -26,6 +26,24 @@ class BadSample(ValueError):
     """A record that cannot be used; the message says why (the dataset adds file/index/id)."""
 
 
+def record_messages(record) -> list[dict]:
+    """The first check of every reader of records (the SFT and preference datasets, `xgenmm-data check`, the
+    tiny tokenizer's corpus): the record is a JSON object and each turn of its `conversations` (if present)
+    is an object with a known role and a string value. Returns the turns as `[{"role", "content"}]` ([] when
+    the record has no `conversations`); raises `BadSample` naming the problem."""
+    if not isinstance(record, dict):
+        raise BadSample("record is not a JSON object")
+    conv = record.get("conversations")
+    if conv is None:
+        return []
+    if not isinstance(conv, list):
+        raise BadSample(f"bad conversation turn: conversations is a {type(conv).__name__}, not a list")
+    try:
+        return normalize_messages(conv)
+    except ValueError as e:
+        raise BadSample(f"bad conversation turn: {e}") from None
+
+
 def prepare_conversations(ref: SampleRef, max_images: int = 4, image_token: str = IMAGE_TOKEN) -> list[dict]:
     """Validate the record's turns and apply the `<image>` rules of spec §2.4; returns a new conversation
     list (the record is not mutated) or raises `BadSample`.
@@ -40,10 +58,7 @@ def prepare_conversations(ref: SampleRef, max_images: int = 4, image_token: str 
     conv = ref.record.get("conversations")
     if not isinstance(conv, list) or not conv:
         raise BadSample("record without conversations")
-    try:
-        messages = normalize_messages(conv)
-    except ValueError as e:
-        raise BadSample(f"bad conversation turn: {e}") from None
+    messages = record_messages(ref.record)
     roles = [m["role"] for m in messages]
     body = roles[1:] if roles[0] == "system" else roles
     expected = ["user", "assistant"] * (len(body) // 2)
@@ -74,25 +89,67 @@ def prepare_conversations(ref: SampleRef, max_images: int = 4, image_token: str 
     return conv
 
 
-def image_header_size(path: str) -> tuple[int, int]:
-    """(width, height) from the image header (no pixel decoding). Raises `BadSample` naming the problem."""
+# 16-bit / 32-bit single-channel modes: convert("RGB") clips them at 255 (a 16-bit picture turns almost white).
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def image_mode_note(im: Image.Image) -> str | None:
+    """What `to_rgb` does to this (opened, not necessarily decoded) image beyond a plain 8-bit RGB copy, or None.
+    `xgenmm-data check` counts these per source; they are not errors."""
+    if getattr(im, "n_frames", 1) > 1:
+        return "animated image (first frame only)"
+    if im.mode in HIGH_BIT_DEPTH_MODES:
+        return f"{im.mode} image (scaled to 8 bits)"
+    if im.mode in ALPHA_MODES:
+        return "alpha channel (dropped by convert('RGB'))"
+    if "transparency" in im.info:
+        return "transparent colour (dropped by convert('RGB'))"
+    if im.mode == "CMYK":
+        return "CMYK image (converted to RGB without a colour profile)"
+    return None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An RGB copy of `im`. High-bit-depth grey images (`I;16*`, `I`: 0..65535; `F`: [0, 1] when all its
+    values lie there, else 0..65535) are scaled to 0..255 with rounding (values outside the range clip).
+    Every other mode (RGBA, palette with transparency, CMYK, the first frame of an animation) goes through
+    PIL's `convert("RGB")` unchanged: the released models were trained on those pixels."""
+    if im.mode not in HIGH_BIT_DEPTH_MODES:
+        return im.convert("RGB")
+    if im.mode.startswith("I;16"):
+        im = im.convert("I")
+    lo, hi = im.getextrema()
+    scale = 255.0 if im.mode == "F" and 0.0 <= lo and hi <= 1.0 else 1 / 257
+    return im.point(lambda v: v * scale + 0.5).convert("L").convert("RGB")
+
+
+def image_info(path: str) -> tuple[tuple[int, int], str | None]:
+    """((width, height), `image_mode_note`) from the image header (no pixel decoding). Raises `BadSample`
+    naming the problem."""
     if not os.path.exists(path):
         raise BadSample(f"missing image file {path}")
     if os.path.getsize(path) == 0:
         raise BadSample(f"0-byte image file {path}")
     try:
         with Image.open(path) as im:
-            return im.size
+            return im.size, image_mode_note(im)
     except Exception as e:  # PIL raises several types for non-images
         raise BadSample(f"not an image: {path} ({type(e).__name__}: {e})") from None
 
 
+def image_header_size(path: str) -> tuple[int, int]:
+    """(width, height) from the image header (no pixel decoding). Raises `BadSample` naming the problem."""
+    return image_info(path)[0]
+
+
 def open_image(source) -> Image.Image:
-    """Decode a path or bytes to an RGB PIL image (fully loaded). Raises `BadSample` on any decode error."""
+    """Decode a path or bytes to an RGB PIL image (fully loaded; `to_rgb`). Raises `BadSample` on any decode
+    error."""
     try:
         im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         im.load()
-        return im.convert("RGB")
+        return to_rgb(im)
     except Exception as e:
         name = "<bytes>" if isinstance(source, bytes) else source
         raise BadSample(f"unreadable image {name} ({type(e).__name__}: {e})") from None
@@ -181,8 +238,12 @@ class SampleProcessor:
 __all__ = [
     "BadSample",
     "prepare_conversations",
+    "record_messages",
     "image_header_size",
+    "image_info",
+    "image_mode_note",
     "open_image",
+    "to_rgb",
     "call_processor",
     "SampleProcessor",
 ]

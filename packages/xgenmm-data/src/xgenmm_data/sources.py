@@ -23,7 +23,7 @@ Relative data paths are resolved against the YAML file's folder. For every sourc
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import json
 import os
 import random
@@ -45,8 +45,21 @@ class DataError(Exception):
 # records
 
 
+def _decode(data: bytes, path: Path, start: int = 0) -> str:
+    """UTF-8 text of `data` (bytes from offset `start` of `path`); invalid UTF-8 is a `DataError` naming the
+    byte offset in the file."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            [
+                f"{path}: invalid UTF-8 at byte offset {start + e.start} ({e.reason}); re-encode the file as UTF-8"
+            ]
+        ) from None
+
+
 def _read_json(path: Path) -> list:
-    text = path.read_text(encoding="utf-8")
+    text = _decode(path.read_bytes(), path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -57,9 +70,11 @@ def _read_json(path: Path) -> list:
 
 
 def _read_jsonl(path: Path) -> list:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    records, offset = [], 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _decode(raw, path, offset)
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
@@ -124,7 +139,8 @@ class PathMap:
     def load(cls, source) -> PathMap:
         """From a dict, a YAML file (a mapping, or one under the key `image_folders`/`path_map`), or a Python
         file defining `IMAGE_FOLDER_DICT` (the reference's `data_configs/example_data_paths.py`; its
-        `IMAGE_FOLDER_DICT_GCP` is accepted too)."""
+        `IMAGE_FOLDER_DICT_GCP` is accepted too). The Python file is parsed, never executed: see
+        `_python_path_map`."""
         if source is None:
             return cls()
         if isinstance(source, PathMap):
@@ -135,13 +151,7 @@ class PathMap:
         if not path.exists():
             raise DataError([f"{path}: path map file not found"])
         if path.suffix == ".py":
-            spec = importlib.util.spec_from_file_location(f"_xgenmm_path_map_{abs(hash(path))}", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            for name in ("IMAGE_FOLDER_DICT", "IMAGE_FOLDER_DICT_GCP"):
-                if isinstance(getattr(module, name, None), dict):
-                    return cls(getattr(module, name))
-            raise DataError([f"{path}: defines no IMAGE_FOLDER_DICT dict"])
+            return cls(_python_path_map(path))
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         for key in ("image_folders", "path_map"):
             if isinstance(data, dict) and isinstance(data.get(key), dict):
@@ -149,6 +159,50 @@ class PathMap:
         if not isinstance(data, dict):
             raise DataError([f"{path}: expected a mapping of path substrings to replacements"])
         return cls({str(k): str(v) for k, v in data.items()})
+
+
+PATH_MAP_NAMES = ("IMAGE_FOLDER_DICT", "IMAGE_FOLDER_DICT_GCP")
+
+
+def _python_path_map(path: Path) -> dict[str, str]:
+    """`IMAGE_FOLDER_DICT` (else `IMAGE_FOLDER_DICT_GCP`) of a Python file, read without running it: the file
+    is parsed with `ast` and the name must be assigned a literal dict of string keys and values
+    (`{"coco/": "/data/coco/", ...}`); anything else (a call, a variable, an f-string, `**other`) is a
+    `DataError`. The last top-level assignment of the name wins, as it would when the file runs."""
+    try:
+        tree = ast.parse(_decode(path.read_bytes(), path), filename=str(path))
+    except SyntaxError as e:
+        raise DataError([f"{path}:{e.lineno}: path map is not valid Python: {e.msg}"]) from None
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        for t in targets:
+            if isinstance(t, ast.Name) and t.id in PATH_MAP_NAMES:
+                found[t.id] = node.value
+    for name in PATH_MAP_NAMES:
+        if name not in found:
+            continue
+        value = found[name]
+        try:
+            mapping = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):  # not a literal (a call, a name, ...)
+            mapping = None
+        if not isinstance(mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+        ):
+            raise DataError(
+                [
+                    f"{path}:{value.lineno}: {name} must be a literal dict of strings "
+                    '({"path/part": "/replacement", ...}); the file is parsed, not executed'
+                ]
+            )
+        return mapping
+    raise DataError([f"{path}: defines no {PATH_MAP_NAMES[0]} (a literal dict of strings)"])
 
 
 def resolve_image_path(path: str, path_map: PathMap, image_root: str | None) -> tuple[str | None, str | None]:

@@ -4,7 +4,8 @@ Registered as `xgenmm` through the `lmms_eval.models` entry point (`xgenmm_eval.
 lmms-eval's simple models receive them (`Instance.args`):
 
 * `generate_until`: `(context, gen_kwargs, doc_to_visual, doc_id, task, split)`;
-* `loglikelihood`: `(context, continuation_or_doc_to_target, doc_to_visual, doc_id, task, split)`.
+* `loglikelihood`: `(context, continuation_or_doc_to_target, doc_to_visual, doc_id, task, split)`; the
+  answer is `GenerationResult(text=(negative log-likelihood, is_greedy))` (see `loglikelihood`).
 
 `doc_to_visual(self.task_dict[task][split][doc_id])` gives the document's images. Prompting is the one of the
 VLMEvalKit bridge (spec §7): the context keeps its own `<image>` placeholders when it has one per image, else
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import json
 
-from lmms_eval.api.instance import Instance
+from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
+
+from xgenmm_data.processing import to_rgb
 
 from .inputs import continuation_logprob
 from .loading import load_model
@@ -70,7 +73,7 @@ class XGenMMLmms(lmms):
                 raise ValueError(
                     f"xgenmm: task {task} doc {doc_id} gives a {type(v).__name__}; only images are supported"
                 )
-            images.append(v.convert("RGB"))
+            images.append(to_rgb(v))  # as in training: 16-bit grey scaled to 8 bits
         return images
 
     def _prompt(self, context: str, num_images: int) -> str:
@@ -113,15 +116,23 @@ class XGenMMLmms(lmms):
         bar.close()
         return results
 
-    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        """(sum log-prob of the continuation, whether greedy decoding yields it) per request."""
+    def loglikelihood(self, requests: list[Instance]) -> list:
+        """Per request `(negative log-likelihood of the continuation (summed over its tokens), whether greedy
+        decoding yields it)`, wrapped in lmms-eval's `GenerationResult`.
+
+        lmms-eval's convention: the number is a loss (its `multiple_choice` scoring picks `argmin`), so `acc`
+        is the choice of highest summed log-prob and `acc_norm` the highest per character. lmms-eval 0.7.3
+        turns every result that is not a string, a `(str, dict)` pair or a `GenerationResult` into its
+        `str()` (then `multiple_choice` post-processing fails); a `GenerationResult`'s `.text` is passed on
+        unchanged, so the tuple reaches the task's `process_results`."""
         results = []
         for req in tqdm(requests, desc="xgenmm loglikelihood", disable=self.rank != 0):
             context, target, doc_to_visual, doc_id, task, split = req.args
             continuation = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
             visuals = self._visuals(doc_to_visual, doc_id, task, split)
             prompt = self._prompt(context, len(visuals))
-            results.append(continuation_logprob(self.model, self.tokenizer, prompt, continuation, visuals))
+            logp, greedy = continuation_logprob(self.model, self.tokenizer, prompt, continuation, visuals)
+            results.append(GenerationResult(text=(-logp, greedy)))
         return results
 
     def generate_until_multi_round(self, requests) -> list[str]:

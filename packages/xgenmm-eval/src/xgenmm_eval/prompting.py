@@ -23,15 +23,19 @@ IMAGE_TOKEN = "<image>"
 
 
 def load_image(image) -> Image.Image:
-    """A file path (str / Path) or a PIL image -> an RGB PIL image. A missing/unreadable file raises with its path."""
+    """A file path (str / Path) or a PIL image -> an RGB PIL image, converted as in training
+    (`xgenmm_data.processing.to_rgb`: 16-bit grey scaled to 8 bits, other modes `convert("RGB")`).
+    A missing/unreadable file raises with its path."""
+    from xgenmm_data.processing import to_rgb
+
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)
     path = Path(image)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except OSError as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 

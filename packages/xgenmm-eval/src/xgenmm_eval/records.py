@@ -49,7 +49,12 @@ def parse_options(query: str) -> dict[str, str]:
 
 
 def _read_json_records(path: Path) -> list:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: invalid UTF-8 at byte offset {err.start} ({err.reason}); re-encode the file as UTF-8"
+        ) from None
     if path.suffix == ".jsonl":
         rows = []
         for n, line in enumerate(text.splitlines(), 1):

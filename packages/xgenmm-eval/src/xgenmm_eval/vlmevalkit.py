@@ -20,10 +20,15 @@ Images of one message are preprocessed together (anyres, one pixel tensor per im
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
 from pathlib import Path
 
 from .loading import load_model
 from .prompting import interleave_message, load_image
+
+logger = logging.getLogger("xgenmm_eval")
 
 VLMEVALKIT_INSTALL = (
     "VLMEvalKit is not installed (it is not on PyPI). Install it from source into this environment:\n"
@@ -142,6 +147,40 @@ def _pred_file(work_dir: Path, model_name: str, dataset_name: str) -> str:
     return get_pred_file_path(str(work_dir), model_name, dataset_name, use_env_format=True)
 
 
+XLSX_HINT = "writing .xlsx needs the xlsxwriter package: pip install xlsxwriter (or set PRED_FORMAT=tsv)"
+
+
+def xlsx_writer_missing() -> bool:
+    """True when VLMEvalKit's default `.xlsx` prediction files cannot be written (xlsxwriter missing)."""
+    return importlib.util.find_spec("xlsxwriter") is None
+
+
+def prediction_file(work_dir, model_name: str, dataset_name: str) -> str:
+    """The prediction file VLMEvalKit's `infer_data_job` wrote for `dataset_name`.
+
+    VLMEvalKit names it `{work_dir}/{model_name}_{dataset_name}.xlsx` (or `.tsv` / `.json` with `PRED_FORMAT`);
+    when writing that format fails (`.xlsx` without xlsxwriter) its `dump` writes the same name with `.pkl`
+    instead. Returns whichever exists (a warning names the fallback); raises `FileNotFoundError` naming both
+    and, for `.xlsx`, the missing package."""
+    expected = _pred_file(Path(work_dir), model_name, dataset_name)
+    if os.path.exists(expected):
+        return expected
+    fallback = expected.rsplit(".", 1)[0] + ".pkl"
+    hint = f"; {XLSX_HINT}" if expected.endswith(".xlsx") and xlsx_writer_missing() else ""
+    if os.path.exists(fallback):
+        logger.warning(
+            "VLMEvalKit could not write %s and wrote %s instead%s; scoring %s",
+            expected,
+            fallback,
+            hint,
+            fallback,
+        )
+        return fallback
+    raise FileNotFoundError(
+        f"VLMEvalKit's inference left no prediction file: neither {expected} nor {fallback}{hint}"
+    )
+
+
 def run_vlmevalkit(
     model_path,
     datasets: list[str],
@@ -170,6 +209,8 @@ def run_vlmevalkit(
     model_name = model_name or f"xgenmm-{Path(model_path).resolve().name}"
     out = Path(work_dir) / model_name
     out.mkdir(parents=True, exist_ok=True)
+    if _pred_file(out, model_name, "x").endswith(".xlsx") and xlsx_writer_missing():
+        logger.warning("VLMEvalKit will write its predictions as .pkl, not .xlsx: %s", XLSX_HINT)
     model = vlm_class()(model_path, device=device, dtype=dtype, max_new_tokens=max_new_tokens)
     results = {}
     for name in datasets:
@@ -180,7 +221,7 @@ def run_vlmevalkit(
         if mode == "infer":
             results[name] = None
             continue
-        pred_file = _pred_file(out, model_name, dataset.dataset_name)
+        pred_file = prediction_file(out, model_name, dataset.dataset_name)
         results[name] = dataset.evaluate(pred_file, model=judge, nproc=nproc, verbose=verbose)
     return results
 
@@ -189,6 +230,7 @@ __all__ = [
     "VLMEVALKIT_INSTALL",
     "VLMEvalKitMissing",
     "XGenMMVLMMixin",
+    "prediction_file",
     "require_vlmeval",
     "run_vlmevalkit",
     "vlm_class",

@@ -98,6 +98,12 @@ def step_loader(dataset: Dataset, collate_fn, plan: list, start: int, rank: int,
 def _normalise_preference(record: dict, where: str) -> dict:
     """LLaVA-like ``{conversations (prompt), chosen, rejected, image}`` or ``{prompt, chosen, rejected, image(s)}``
     → the LLaVA-like form. Raises ValueError naming the record."""
+    from xgenmm_data.processing import BadSample, record_messages
+
+    try:
+        record_messages(record)  # an object whose turns have a known role and a string value
+    except BadSample as e:
+        raise ValueError(f"{where}: {e}") from None
     for key in ("chosen", "rejected"):
         if not isinstance(record.get(key), str) or not record[key].strip():
             raise ValueError(f"{where}: preference record needs a non-empty string '{key}'")

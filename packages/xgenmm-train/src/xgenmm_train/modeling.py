@@ -57,13 +57,24 @@ def build_model(config: Config, texts=None, rank: int = 0):
         layers = m.gradient_checkpointing_layers
         model.gradient_checkpointing_enable(lm_layers=None if layers < 0 else layers)
     if config.lora.enabled:
-        model = apply_lora(model, config)
+        model = apply_lora(model, config, base=base_checkpoint(config))
     return model, tokenizer
 
 
-def apply_lora(model, config: Config):
+def base_checkpoint(config: Config) -> str:
+    """The checkpoint the model starts from: ``model.path`` (absolute when it is a local folder) or, for
+    ``model.init=tiny``, ``<run_dir>/init``. Saved LoRA adapters record it as ``base_model_name_or_path``."""
+    if config.model.init == "pretrained":
+        path = Path(config.model.path)
+        return str(path.resolve()) if path.exists() else str(config.model.path)
+    return str(init_dir(config).resolve())
+
+
+def apply_lora(model, config: Config, base: str | None = None):
     """Wrap ``model`` with peft LoRA adapters on ``lora.target_modules``; the perceiver stays fully trainable
-    (``modules_to_save``) when ``lora.train_sampler``. With adapters disabled the model is the starting model."""
+    (``modules_to_save``) when ``lora.train_sampler``. With adapters disabled the model is the starting model.
+    ``base``: the base checkpoint written into the saved ``adapter_config.json`` (``base_model_name_or_path``;
+    peft would take ``model.name_or_path``, which an ``XGenMM`` does not have, and write None)."""
     import peft
 
     lc = config.lora
@@ -74,7 +85,10 @@ def apply_lora(model, config: Config):
         target_modules=list(lc.target_modules),
         modules_to_save=["vision_tokenizer"] if lc.train_sampler else None,
     )
-    return peft.get_peft_model(model, peft_config)
+    model = peft.get_peft_model(model, peft_config)
+    if base is not None:
+        model.peft_config["default"].base_model_name_or_path = base
+    return model
 
 
 def is_peft(model) -> bool:
@@ -122,6 +136,7 @@ def all_finite(model) -> bool:
 
 __all__ = [
     "apply_lora",
+    "base_checkpoint",
     "base_model",
     "build_model",
     "count_parameters",

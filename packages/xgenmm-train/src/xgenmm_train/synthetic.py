@@ -270,10 +270,18 @@ def make_dataset(
 
 
 def all_texts(records: list[dict]) -> list[str]:
-    """Every conversation/preference string of a list of records (to train a tiny tokenizer on)."""
+    """Every conversation/preference string of a list of records (to train a tiny tokenizer on). Records that
+    fail the data package's record check (`xgenmm_data.record_messages`) are left out here: the dataset
+    reports, counts and skips them."""
+    from xgenmm_data.processing import BadSample, record_messages
+
     texts = []
     for r in records:
-        texts += [c["value"] for c in r.get("conversations", [])]
+        try:
+            messages = record_messages(r)
+        except BadSample:
+            continue
+        texts += [m["content"] for m in messages]
         texts += [r[k] for k in ("chosen", "rejected", "question", "answer") if isinstance(r.get(k), str)]
     return texts
 
