@@ -58,7 +58,40 @@ def build_model(config: Config, texts=None, rank: int = 0):
         model.gradient_checkpointing_enable(lm_layers=None if layers < 0 else layers)
     if config.lora.enabled:
         model = apply_lora(model, config)
+    if m.compile:
+        compile_regions(model)
     return model, tokenizer
+
+
+def compiled_regions(model) -> list[torch.nn.Module]:
+    """The repeated blocks that ``compile_regions`` compiles: each LM decoder layer, and each perceiver layer's
+    attention and feed-forward modules (a perceiver layer is a (attention, feed-forward) pair in a ModuleList,
+    which has no forward of its own)."""
+    xgenmm = base_model(model)
+    lm = xgenmm.lang_model
+    decoder = getattr(lm, lm.base_model_prefix, lm)
+    regions = list(decoder.layers)
+    for attention, feed_forward in xgenmm.vision_tokenizer.layers:
+        regions += [attention, feed_forward]
+    return regions
+
+
+def compile_regions(model, **compile_kwargs) -> None:
+    """Regional compilation (config key ``model.compile``): ``torch.compile`` each block of
+    ``compiled_regions`` in place (``nn.Module.compile``), not the whole model.
+
+    The blocks of one kind share their code, so one compilation serves every layer (parameters are graph
+    inputs). Compilation happens on the first forward. The packed-row ("sdpa_varlen") attention inside each
+    decoder layer runs outside the graph (``xgenmm_lm.attention``) and receives the sample lengths as a CPU
+    tensor (a forward pre-hook on the decoder), so a new number of samples per row does not recompile.
+    Checkpointing and LoRA compose: the checkpointed call recomputes the compiled block."""
+    from xgenmm_lm.attention import segment_lengths_as_tensor
+
+    for module in compiled_regions(model):
+        module.compile(**compile_kwargs)
+    lm = base_model(model).lang_model
+    decoder = getattr(lm, lm.base_model_prefix, lm)
+    decoder.register_forward_pre_hook(segment_lengths_as_tensor, with_kwargs=True)
 
 
 def apply_lora(model, config: Config):
@@ -124,6 +157,8 @@ __all__ = [
     "apply_lora",
     "base_model",
     "build_model",
+    "compile_regions",
+    "compiled_regions",
     "count_parameters",
     "init_dir",
     "is_peft",
