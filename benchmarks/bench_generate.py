@@ -1,13 +1,15 @@
 """Generation speed of `XGenMM.generate` (KV cache on, greedy) at batch 1 and 8; prints one JSON object.
 
-    uv run python benchmarks/bench_generate.py                 # tiny config, CPU
-    uv run python benchmarks/bench_generate.py --quick         # smoke run
-    uv run python benchmarks/bench_generate.py --device cuda --real-size   # released sizes, random bf16 weights
+    uv run python -m benchmarks.bench_generate                 # tiny config, CPU
+    uv run python -m benchmarks.bench_generate --quick         # smoke run
+    uv run python -m benchmarks.bench_generate --device cuda --real-size   # released sizes, random bf16 weights
 
 Each sample holds one 640x480 image (5 crops → 640 vision tokens at real size) and a text prompt; every run
 generates exactly `--new-tokens` tokens (eos disabled). Reported: prefill seconds (vision + splice + first
 forward, measured as a 1-token generate), end-to-end seconds, and decode tokens/s = batch·(new−1)/(total−prefill),
 all from medians of `--reps` (5) timed runs after `--warmup` (1) untimed full-length runs at the same batch size.
+`--cache-implementation static` uses transformers' static KV cache where the model supports it (checked with a
+short generation first; otherwise the dynamic cache is measured and the JSON says why).
 On CUDA the GPU is first kept busy for `--gpu-warmup-s` seconds so batch 1 is not timed on ramping clocks.
 `benchmarks/gpu_generate.py` runs this at the real size on a GPU.
 """
@@ -17,9 +19,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import add_standard_args, emit, machine_info, resolve_reps, time_reps, warm_up_gpu
 from PIL import Image
 
+from benchmarks._common import add_standard_args, emit, machine_info, resolve_reps, time_reps, warm_up_gpu
 from xgenmm_lm import XGenMM, XGenMMConfig, tiny_config
 
 
@@ -49,16 +51,37 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def generate_fn(model, inputs, new_tokens: int):
-    """A no-argument callable generating exactly `new_tokens` tokens per sample (greedy, eos disabled)."""
+def generate_fn(model, inputs, new_tokens: int, cache_implementation: str | None = None):
+    """A no-argument callable generating exactly `new_tokens` tokens per sample (greedy, eos disabled);
+    `cache_implementation` (e.g. "static") is passed to transformers' generate, None = its dynamic cache."""
+    extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
 
     def fn() -> None:
         out = model.generate(
-            *inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None
+            *inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            eos_token_id=None,
+            **extra,
         )
         assert out.shape[1] == new_tokens, out.shape
 
     return fn
+
+
+def usable_cache(model, args) -> tuple[str | None, str | None]:
+    """`args.cache_implementation` if a short generation with it works here, else None (the dynamic cache)
+    and the reason: the option falls back cleanly where the model or transformers does not support it."""
+    if not args.cache_implementation:
+        return None, None
+    try:
+        generate_fn(
+            model, make_batch(model, 1, args.prompt_tokens, args.device), 2, args.cache_implementation
+        )()
+    except Exception as e:  # any failure of the optional path: measure the default path instead, say why
+        return None, f"{type(e).__name__}: {e}"[:400]
+    return args.cache_implementation, None
 
 
 def run(args) -> dict:
@@ -70,13 +93,19 @@ def run(args) -> dict:
             "bf16_matmul_tflops": round(warm_up_gpu(args.gpu_warmup_s), 1),
         }
     model = build(args)
+    cache, cache_error = usable_cache(model, args)
+    report["cache_implementation"] = cache or "dynamic"
+    if cache_error:
+        report["cache_implementation_fallback"] = (
+            f"{args.cache_implementation} failed, dynamic used: {cache_error}"
+        )
     sync_fn = lambda: sync(args.device)  # noqa: E731
     results = {}
     for batch in args.batch_sizes:
         inputs = make_batch(model, batch, args.prompt_tokens, args.device)
-        prefill = time_reps(generate_fn(model, inputs, 1), args.reps, args.warmup, sync_fn)
+        prefill = time_reps(generate_fn(model, inputs, 1, cache), args.reps, args.warmup, sync_fn)
         # warm-up = full-length generations at this batch size (cache growth, kernels of every shape)
-        total = time_reps(generate_fn(model, inputs, args.new_tokens), args.reps, args.warmup, sync_fn)
+        total = time_reps(generate_fn(model, inputs, args.new_tokens, cache), args.reps, args.warmup, sync_fn)
         p, t = prefill["median_s"], total["median_s"]
         results[f"batch_{batch}"] = {
             "prefill_s": round(p, 4),
@@ -120,6 +149,11 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument(
+        "--cache-implementation",
+        default=None,
+        help='transformers KV cache, e.g. "static" (default: dynamic); falls back to dynamic if it fails',
+    )
     p.add_argument(
         "--gpu-warmup-s", type=float, default=10.0, help="seconds of bf16 matmuls before timing (cuda only)"
     )

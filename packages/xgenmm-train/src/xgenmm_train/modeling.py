@@ -48,6 +48,14 @@ def build_model(config: Config, texts=None, rank: int = 0):
         model = XGenMM.from_config(cfg, attn_implementation=attn)
         if rank == 0:
             model.save_pretrained(init_dir(config), tokenizer=tokenizer)
+    return prepare_model(model, config), tokenizer
+
+
+def prepare_model(model, config: Config):
+    """The training set-up of a built XGenMM, as the ``model`` and ``lora`` config sections say: trainable parts,
+    (selective) gradient checkpointing, LoRA adapters, regional compilation → the model (peft-wrapped with
+    LoRA). ``build_model`` calls it; benchmarks that build their own model (random real-size weights) too."""
+    m = config.model
     model.set_trainable(
         vision_encoder=m.train_vision_encoder,
         vision_tokenizer=m.train_vision_tokenizer,
@@ -60,7 +68,7 @@ def build_model(config: Config, texts=None, rank: int = 0):
         model = apply_lora(model, config)
     if m.compile:
         compile_regions(model)
-    return model, tokenizer
+    return model
 
 
 def compiled_regions(model) -> list[torch.nn.Module]:
@@ -162,5 +170,6 @@ __all__ = [
     "count_parameters",
     "init_dir",
     "is_peft",
+    "prepare_model",
     "save_weights",
 ]
