@@ -111,8 +111,9 @@ def run(args) -> dict:
             "prefill_s": round(p, 4),
             "total_s": round(t, 4),
             "total_reps_s": total["reps_s"],
-            "decode_tokens_per_s": round(batch * (args.new_tokens - 1) / max(t - p, 1e-9), 1),
-            "decode_tokens_per_s_per_sequence": round((args.new_tokens - 1) / max(t - p, 1e-9), 1),
+            # None when the full generate was not slower than the 1-token one (timing noise on tiny runs)
+            "decode_tokens_per_s": round(batch * (args.new_tokens - 1) / (t - p), 1) if t > p else None,
+            "decode_tokens_per_s_per_sequence": round((args.new_tokens - 1) / (t - p), 1) if t > p else None,
             "end_to_end_tokens_per_s": round(batch * args.new_tokens / t, 1),
             "expanded_prompt_len": int(model.prepare_inputs(*inputs).attention_mask.shape[1]),
         }
@@ -130,7 +131,7 @@ def run(args) -> dict:
             "results": results,
         }
     )
-    if len(results) > 1:
+    if len(results) > 1 and results[first]["decode_tokens_per_s"] and results[last]["decode_tokens_per_s"]:
         report[f"decode_throughput_ratio_{last}_vs_{first}"] = round(
             results[last]["decode_tokens_per_s"] / results[first]["decode_tokens_per_s"], 2
         )
