@@ -1,7 +1,8 @@
 """Shared pieces of the benchmark suite: the machine record, the repetition policy and the timing helpers.
 
-Every benchmark script in this folder imports this module (`from _common import ...`; a script's own folder is
-first on `sys.path` when it is run as `python benchmarks/<file>.py`). The rules it encodes (issue 9):
+`benchmarks` is a package: every script runs from the repository root as `python -m benchmarks.<name>` and
+imports this module as `benchmarks._common`; a script that starts another one in a fresh process uses
+`module_command` (the child runs from `ROOT`). The rules it encodes (issue 9):
 
 * every timed number is the median of >= `REPS` (5) repetitions taken after `WARMUP` (>= 1) untimed ones;
   `--quick` drops to `QUICK_REPS` for a smoke run whose numbers are not for reporting;
@@ -18,6 +19,7 @@ import os
 import platform
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPS = 5  # timed repetitions of a full run (the median is reported)
 QUICK_REPS = 2  # timed repetitions of a --quick smoke run
 WARMUP = 1  # untimed repetitions before the timed ones
+ROOT = (
+    Path(__file__).resolve().parents[1]
+)  # the repository root: `python -m benchmarks.<name>` runs from here
+
+
+def module_command(name: str, *args: str) -> list[str]:
+    """The command line of `python -m benchmarks.<name> ARGS` (run it with `cwd=ROOT`)."""
+    return [sys.executable, "-m", f"benchmarks.{name}", *args]
 
 
 def add_standard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -165,8 +175,6 @@ def warm_up_gpu(seconds: float = 10.0) -> float:
 
 def require_cuda(script: str) -> None:
     """Exit with a clear message (status 2) when no CUDA device is visible."""
-    import sys
-
     import torch
 
     if not torch.cuda.is_available():

@@ -1,7 +1,7 @@
 """Throughput of the anyres image processor vs the original xGen-MM procedure (JPEG decode included).
 
-    uv run python benchmarks/bench_anyres.py            # full run (a few minutes on 2 cores)
-    uv run python benchmarks/bench_anyres.py --quick    # smoke run
+    uv run python -m benchmarks.bench_anyres            # full run (a few minutes on 2 cores)
+    uv run python -m benchmarks.bench_anyres --quick    # smoke run
 
 "original" restates LAVIS `any_res_data_utils.process_anyres_image` + the factory.py per-crop transform: decode with
 `.convert("RGB")`, PIL resize + paste on a black canvas + PIL crops, base image squashed with PIL, then for every
@@ -28,9 +28,9 @@ import math
 import numpy as np
 import PIL
 import torch
-from _common import add_standard_args, emit, interleaved, machine_info, resolve_reps
 from PIL import Image
 
+from benchmarks._common import add_standard_args, emit, interleaved, machine_info, resolve_reps
 from xgenmm_vision import XGENMM_GRIDS, AnyResImageProcessor, pil_resize, resized_size, select_best_resolution
 
 SIZES = [(640, 480), (1920, 1080), (500, 2000)]

@@ -1,7 +1,7 @@
 """xgenmm-data throughput and padding efficiency. Prints one JSON object.
 
-    uv run python benchmarks/bench_data.py            # full run (~1-2 min on 2 cores)
-    uv run python benchmarks/bench_data.py --quick    # smoke run
+    uv run python -m benchmarks.bench_data            # full run (~1-2 min on 2 cores)
+    uv run python -m benchmarks.bench_data --quick    # smoke run
 
 1. samples/s of the full per-sample path (JSON record -> image decode -> anyres -> tokenize -> label mask),
    one worker (torch threads = 1, as in a DataLoader worker), for 640x480, 1920x1080 and 500x2000 JPEGs:
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import add_standard_args, emit, machine_info, resolve_reps, time_reps
 from PIL import Image
 
+from benchmarks._common import add_standard_args, emit, machine_info, resolve_reps, time_reps
 from xgenmm_data import (
     LengthGroupedSampler,
     PackedBatchSampler,

@@ -1,6 +1,6 @@
 """The embedded default run end to end (`uv run xgenmm-train`): wall time and held-out accuracy per type.
 
-    uv run python benchmarks/bench_default_run.py [--quick]
+    uv run python -m benchmarks.bench_default_run [--quick]
 
 --quick runs 10 steps only (a smoke run; accuracy is meaningless then). Prints one JSON object.
 """

@@ -1,7 +1,7 @@
 """DPO reference policy cost on the CPU, tiny config: precomputed log-probs vs a live reference model vs the
 LoRA-disabled reference (same model). Prints one JSON object: wall time and peak RSS for each.
 
-    uv run python benchmarks/bench_dpo.py [--quick]
+    uv run python -m benchmarks.bench_dpo [--quick]
 
 Each mode runs in its own process so peak RSS (ru_maxrss) is its own.
 """
@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks._common import ROOT, module_command
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -67,9 +69,9 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         make_dataset(f"{tmp}/data", n_train=8, n_heldout=6, n_dpo=32 if args.quick else 96)
         for mode in ("precompute", "model", "lora"):
-            cmd = [sys.executable, __file__, "--child", mode, f"{tmp}/data", f"{tmp}/{mode}", str(steps)]
+            cmd = module_command("bench_dpo", "--child", mode, f"{tmp}/data", f"{tmp}/{mode}", str(steps))
             env = dict(os.environ, OMP_NUM_THREADS="1")
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
             if p.returncode or not lines:
                 raise RuntimeError(f"{mode} failed:\n{p.stderr[-2000:]}")

@@ -1,8 +1,8 @@
 """Perceiver resampler forward+backward: fused SDPA vs the original's explicit-math attention.
 
-    uv run python benchmarks/bench_sampler.py                # CPU, fp32, xgenmm preset, G = 5 groups
-    uv run python benchmarks/bench_sampler.py --quick        # smoke run: 1 warm-up, 2 repetitions (not for reporting)
-    uv run python benchmarks/bench_sampler.py --device cuda --groups 40 --dtype bf16   # on a GPU
+    uv run python -m benchmarks.bench_sampler                # CPU, fp32, xgenmm preset, G = 5 groups
+    uv run python -m benchmarks.bench_sampler --quick        # smoke run: 1 warm-up, 2 repetitions (not for reporting)
+    uv run python -m benchmarks.bench_sampler --device cuda --groups 40 --dtype bf16   # on a GPU
 
 Input (G, 729, 1152) + padding mask (G, 729) → output (G, 128, 3072), the xGen-MM preset (spec §1.5). The mask
 follows a 640×480 image on the 2×2 grid, repeated: per 5 groups the visible-token counts are
@@ -34,13 +34,14 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import time
 
-from _common import (
+from benchmarks._common import (
+    ROOT,
     add_standard_args,
     emit,
     machine_info,
+    module_command,
     require_cuda,
     resolve_reps,
     warm_up_gpu,
@@ -219,9 +220,9 @@ def memory_worker(args: argparse.Namespace) -> dict:
 
 
 def run_memory_worker(impl: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", impl, "--device", args.device, "--dtype", args.dtype]
+    cmd = module_command("bench_sampler", "--worker", impl, "--device", args.device, "--dtype", args.dtype)
     cmd += ["--groups", str(args.groups)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(
             f"bench_sampler memory worker '{impl}' failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"

@@ -1,6 +1,6 @@
 """SFT step throughput on the CPU, tiny config: length-grouped batches vs packed rows.
 
-    uv run python benchmarks/bench_sft.py [--quick]
+    uv run python -m benchmarks.bench_sft [--quick]
 
 Prints one JSON object: tokens/s (real tokens, text + vision) and s/step for each batching mode.
 """

@@ -1,7 +1,7 @@
 """Vision compute on text-only samples: crops passed to the vision encoder per record, and the time it saves.
 
-    uv run python benchmarks/bench_text_only.py            # full run (~1 min on 2 cores)
-    uv run python benchmarks/bench_text_only.py --quick    # smoke run
+    uv run python -m benchmarks.bench_text_only            # full run (~1 min on 2 cores)
+    uv run python -m benchmarks.bench_text_only --quick    # smoke run
 
 The released recipe gives every text-only sample a dummy all-zero 384×384 image that is encoded by SigLIP and the
 perceiver and then thrown away (spec §2.4). Here text-only records carry no image at all. The script builds a tiny
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import add_standard_args, emit, interleaved, machine_info, resolve_reps
 from PIL import Image
 
+from benchmarks._common import add_standard_args, emit, interleaved, machine_info, resolve_reps
 from xgenmm_data import DataCollator, SupervisedDataset
 from xgenmm_lm import XGenMM, XGenMMConfig, tiny_config, train_tiny_tokenizer
 

@@ -1,7 +1,7 @@
 """Real-size generation on one GPU: tokens/s with the KV cache at batch 1 and 8 (random bf16 weights).
 
-    uv run python benchmarks/gpu_generate.py            # ~2-3 min on one H100 (≤ 8 min budget)
-    uv run python benchmarks/gpu_generate.py --quick    # smoke run
+    uv run python -m benchmarks.gpu_generate            # ~2-3 min on one H100 (≤ 8 min budget)
+    uv run python -m benchmarks.gpu_generate --quick    # smoke run
 
 The released configuration (SigLIP so400m-384 + perceiver + Phi-3-mini, 4.36 B parameters) is built directly on
 the GPU with random weights in bfloat16; each sample holds one 640×480 image (5 crops → 640 vision tokens) and a
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import sys
 
-from _common import emit, require_cuda
-from bench_generate import parse_args, run
+from benchmarks._common import emit, require_cuda
+from benchmarks.bench_generate import parse_args, run
 
 DEFAULTS = ["--device", "cuda", "--real-size", "--new-tokens", "128", "--gpu-warmup-s", "15", "--warmup", "2"]
 

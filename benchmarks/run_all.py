@@ -1,9 +1,9 @@
 """Run the whole benchmark suite and record the results.
 
-    uv run python benchmarks/run_all.py            # full CPU suite
-    uv run python benchmarks/run_all.py --quick    # smoke run (fewer repetitions)
-    uv run python benchmarks/run_all.py --gpu      # also the GPU scripts (only on a machine with CUDA)
-    uv run python benchmarks/run_all.py --gpu --only gpu_sft.py gpu_generate.py   # just these
+    uv run python -m benchmarks.run_all            # full CPU suite
+    uv run python -m benchmarks.run_all --quick    # smoke run (fewer repetitions)
+    uv run python -m benchmarks.run_all --gpu      # also the GPU scripts (only on a machine with CUDA)
+    uv run python -m benchmarks.run_all --gpu --only gpu_sft.py gpu_generate.py   # just these
 
 Each benchmark is a script in this folder that prints one JSON object on its last line of output. This runner
 starts each one in its own process (so peak-memory numbers are not polluted by the others), collects the
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine_info
+from benchmarks._common import ROOT, machine_info, module_command
 
 HERE = Path(__file__).resolve().parent
 
@@ -150,10 +150,11 @@ def run_one(script: str, extra: list[str], timeout: float) -> dict:
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, str(HERE / script), *extra],
+            module_command(script.removesuffix(".py"), *extra),
             capture_output=True,
             text=True,
             timeout=timeout,
+            cwd=ROOT,
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}

@@ -24,8 +24,8 @@ def blocks():
 def run_bash(body: str, cwd: Path) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     for line in body.splitlines():
-        # Installing and the benchmark (test_lm_bench.py runs it) are not part of this walk-through.
-        if not line.startswith("uv run ") or line.startswith("uv run python benchmarks/"):
+        # Installing and the benchmark (tests/test_bench_generate.py at the root runs it) are not part of this.
+        if not line.startswith("uv run ") or line.startswith("uv run python -m benchmarks."):
             continue
         if "lavis-to-xgenmm" in line:  # a LAVIS .pt of the tiny model, as the original's training writes it
             from xgenmm_lm import XGenMM

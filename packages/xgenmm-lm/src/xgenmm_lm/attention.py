@@ -128,6 +128,8 @@ def _per_segment_attention(q, k, v, lengths, scaling, window, dropout):
     return torch.cat(outs)
 
 
+@torch.compiler.disable
+@torch.compiler.disable
 def varlen_sdpa_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -137,15 +139,22 @@ def varlen_sdpa_attention(
     dropout: float = 0.0,
     scaling: float | None = None,
     sliding_window: int | None = None,
-    segment_lengths: list[int] | None = None,
+    segment_lengths: list[int] | torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     **kwargs,
 ):
     """A transformers attention function. query `(B, H, L, d)`, key/value `(B, Hkv, L, d)` →
     (`(B, L, H, d)`, None). With `segment_lengths` (and `cu_seqlens`) from `XGenMM.forward`: causal attention
     inside each segment of the flattened sequence (plus the sliding window, if a segment is longer than it);
-    without: transformers' "sdpa" with `attention_mask`."""
+    without: transformers' "sdpa" with `attention_mask`.
+
+    Runs outside `torch.compile` graphs (regional compilation of the decoder layers): traced, the per-sample
+    lengths would be baked into the graph. `segment_lengths` may also come as a CPU int tensor, which is how
+    compiled layers receive them (`segment_lengths_as_tensor`: a list's length would be a recompile guard)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if isinstance(segment_lengths, torch.Tensor):
+        segment_lengths = segment_lengths.tolist()  # a CPU tensor: no device sync
 
     if segment_lengths is None:
         sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
@@ -189,6 +198,16 @@ def varlen_sdpa_attention(
     return out.reshape(batch, length, heads, dim), None
 
 
+def segment_lengths_as_tensor(module, args, kwargs):
+    """Forward pre-hook (``with_kwargs=True``) for a decoder whose layers are compiled: `segment_lengths`
+    (host ints) → a CPU int64 tensor. Dynamo guards a list on its length, which would recompile the layers for
+    every new number of samples in a row; a tensor's length becomes a dynamic size after the first change."""
+    lengths = kwargs.get("segment_lengths")
+    if isinstance(lengths, list):
+        kwargs = dict(kwargs, segment_lengths=torch.tensor(lengths, dtype=torch.int64))
+    return args, kwargs
+
+
 def register() -> None:
     """Make "sdpa_varlen" a transformers attention implementation (its masks are "sdpa"'s). Idempotent."""
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
@@ -200,4 +219,11 @@ def register() -> None:
         type(ALL_MASK_ATTENTION_FUNCTIONS).register(VARLEN_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
-__all__ = ["CALLS", "VARLEN_ATTENTION", "flat_segment_lengths", "register", "varlen_sdpa_attention"]
+__all__ = [
+    "CALLS",
+    "VARLEN_ATTENTION",
+    "flat_segment_lengths",
+    "register",
+    "segment_lengths_as_tensor",
+    "varlen_sdpa_attention",
+]

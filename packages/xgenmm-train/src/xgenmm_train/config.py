@@ -52,6 +52,10 @@ class ModelConfig:
     # sample, with the flash-attention varlen kernel on CUDA, instead of one dense block-diagonal mask), or any
     # transformers implementation ("sdpa", "eager", "flash_attention_2", ...).
     attn_implementation: str = "sdpa_varlen"
+    # Regional compilation: torch.compile each LM decoder layer and each perceiver layer (not the whole model;
+    # xgenmm_train.modeling.compile_regions). Fuses the norm / rotary / activation elementwise chains; the first
+    # steps compile (about a minute at the released size).
+    compile: bool = False
 
 
 @dataclass

@@ -48,6 +48,14 @@ def build_model(config: Config, texts=None, rank: int = 0):
         model = XGenMM.from_config(cfg, attn_implementation=attn)
         if rank == 0:
             model.save_pretrained(init_dir(config), tokenizer=tokenizer)
+    return prepare_model(model, config), tokenizer
+
+
+def prepare_model(model, config: Config):
+    """The training set-up of a built XGenMM, as the ``model`` and ``lora`` config sections say: trainable parts,
+    (selective) gradient checkpointing, LoRA adapters, regional compilation → the model (peft-wrapped with
+    LoRA). ``build_model`` calls it; benchmarks that build their own model (random real-size weights) too."""
+    m = config.model
     model.set_trainable(
         vision_encoder=m.train_vision_encoder,
         vision_tokenizer=m.train_vision_tokenizer,
@@ -58,7 +66,40 @@ def build_model(config: Config, texts=None, rank: int = 0):
         model.gradient_checkpointing_enable(lm_layers=None if layers < 0 else layers)
     if config.lora.enabled:
         model = apply_lora(model, config, base=base_checkpoint(config))
-    return model, tokenizer
+    if m.compile:
+        compile_regions(model)
+    return model
+
+
+def compiled_regions(model) -> list[torch.nn.Module]:
+    """The repeated blocks that ``compile_regions`` compiles: each LM decoder layer, and each perceiver layer's
+    attention and feed-forward modules (a perceiver layer is a (attention, feed-forward) pair in a ModuleList,
+    which has no forward of its own)."""
+    xgenmm = base_model(model)
+    lm = xgenmm.lang_model
+    decoder = getattr(lm, lm.base_model_prefix, lm)
+    regions = list(decoder.layers)
+    for attention, feed_forward in xgenmm.vision_tokenizer.layers:
+        regions += [attention, feed_forward]
+    return regions
+
+
+def compile_regions(model, **compile_kwargs) -> None:
+    """Regional compilation (config key ``model.compile``): ``torch.compile`` each block of
+    ``compiled_regions`` in place (``nn.Module.compile``), not the whole model.
+
+    The blocks of one kind share their code, so one compilation serves every layer (parameters are graph
+    inputs). Compilation happens on the first forward. The packed-row ("sdpa_varlen") attention inside each
+    decoder layer runs outside the graph (``xgenmm_lm.attention``) and receives the sample lengths as a CPU
+    tensor (a forward pre-hook on the decoder), so a new number of samples per row does not recompile.
+    Checkpointing and LoRA compose: the checkpointed call recomputes the compiled block."""
+    from xgenmm_lm.attention import segment_lengths_as_tensor
+
+    for module in compiled_regions(model):
+        module.compile(**compile_kwargs)
+    lm = base_model(model).lang_model
+    decoder = getattr(lm, lm.base_model_prefix, lm)
+    decoder.register_forward_pre_hook(segment_lengths_as_tensor, with_kwargs=True)
 
 
 def base_checkpoint(config: Config) -> str:
@@ -139,8 +180,11 @@ __all__ = [
     "base_checkpoint",
     "base_model",
     "build_model",
+    "compile_regions",
+    "compiled_regions",
     "count_parameters",
     "init_dir",
     "is_peft",
+    "prepare_model",
     "save_weights",
 ]
