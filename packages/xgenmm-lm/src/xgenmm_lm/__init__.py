@@ -10,7 +10,8 @@ from .auto import (
     register as register_auto_classes,  # AutoConfig / AutoModelForImageTextToText / AutoProcessor
 )
 from .configuration import SIGLIP_SO400M_384, XGenMMConfig, default_grids, phi3_mini_config
-from .modeling import XGenMM, XGenMMForConditionalGeneration, XGenMMOutput, shifted_cross_entropy
+from .losses import shifted_cross_entropy, shifted_token_logps, supervised_token_logps
+from .modeling import XGenMM, XGenMMForConditionalGeneration, XGenMMOutput
 from .processing import PHI3_CHAT_TEMPLATE, XGenMMImageProcessor, XGenMMProcessor
 from .splice import SpliceOutput, splice_vision_tokens
 from .tiny import tiny_config
@@ -50,6 +51,8 @@ __all__ = [
     "initial_tokenizer_len",
     "phi3_mini_config",
     "shifted_cross_entropy",
+    "shifted_token_logps",
+    "supervised_token_logps",
     "splice_vision_tokens",
     "stop_token_ids",
     "tiny_config",

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from huggingface_hub import create_repo, upload_folder
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
@@ -34,6 +33,7 @@ from .attention import VARLEN_ATTENTION, flat_segment_lengths
 from .attention import register as _register_attention
 from .configuration import XGenMMConfig, write_released_configs
 from .files import RELEASED_PREFIX, atomic_directory, check_keys, read_json, stored_shapes
+from .losses import shifted_cross_entropy, supervised_token_logps
 from .processing import XGenMMProcessor
 from .splice import splice_vision_tokens
 from .vocab import extend_vocabulary
@@ -41,55 +41,6 @@ from .vocab import extend_vocabulary
 _register_attention()  # attn_implementation="sdpa_varlen" (see attention.py)
 # The released snapshots name every tensor "vlm." + ours: transformers renames them on load.
 register_checkpoint_conversion_mapping("xgenmm", [PrefixChange(prefix_to_remove=RELEASED_PREFIX.rstrip("."))])
-
-
-def shifted_cross_entropy(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    segment_ids: torch.Tensor | None = None,
-    num_items_in_batch: int | torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Next-token cross entropy: position t predicts `labels[t + 1]`; -100 is ignored.
-
-    logits `(B, L, V)`, labels `(B, L)`; with `segment_ids` `(B, L)` (packed rows) a target in another sample than
-    its predicting position is ignored, so packed and unpacked losses agree. Mean over the supervised targets, or
-    their sum divided by `num_items_in_batch` when given (gradient accumulation).
-    """
-    targets = labels[:, 1:].clone()
-    if segment_ids is not None:
-        targets = targets.masked_fill(segment_ids[:, 1:] != segment_ids[:, :-1], -100)
-    flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    reduction = "mean" if num_items_in_batch is None else "sum"
-    loss = F.cross_entropy(
-        flat_logits, targets.reshape(-1).to(logits.device), ignore_index=-100, reduction=reduction
-    )
-    if num_items_in_batch is not None:
-        loss = loss / num_items_in_batch
-    return loss
-
-
-def supervised_token_logps(
-    hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, where: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of the next-token labels, with the LM head run only where a label is supervised.
-
-    hidden `(B, L, D)` final hidden states, labels `(B, L)` (-100 = not supervised), head the LM's output layer,
-    where `(N, 2)` = `(labels[:, 1:] != -100).nonzero()` if already computed → (logps `(B, L-1)` fp32, 0 where
-    not supervised; mask `(B, L-1)` bool). Position t predicts label t+1, as in the HF causal-LM loss. Equals
-    `log_softmax(head(hidden).float())` gathered at the labels, without the `(B, L, V)` logits (nor their fp32
-    copy) for the unsupervised positions.
-    """
-    batch, length, dim = hidden.shape
-    mask = labels[:, 1:] != -100  # (B, L-1)
-    if where is None:
-        where = mask.nonzero()  # (N, 2): row, position (a host sync)
-    rows, pos = where[:, 0], where[:, 1]
-    picked = hidden.reshape(batch * length, dim).index_select(0, rows * length + pos)  # (N, D)
-    logits = head(picked).float()  # (N, V)
-    targets = labels.reshape(-1).index_select(0, rows * length + pos + 1)
-    logps = -F.cross_entropy(logits, targets, reduction="none")  # (N,)
-    out = logps.new_zeros(batch * (length - 1)).index_put((rows * (length - 1) + pos,), logps)
-    return out.view(batch, length - 1), mask
 
 
 @dataclass
@@ -565,6 +516,4 @@ __all__ = [
     "XGenMMForConditionalGeneration",
     "XGenMMOutput",
     "execution_device",
-    "shifted_cross_entropy",
-    "supervised_token_logps",
 ]

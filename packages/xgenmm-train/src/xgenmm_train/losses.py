@@ -12,38 +12,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-
-
-def shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probabilities of the next-token labels.
-
-    logits (B, L, V), labels (B, L) with -100 where not supervised → (logps (B, L-1) fp32 with 0 where not
-    supervised, mask (B, L-1) bool). Position t predicts label t+1, as in the HF causal-LM loss.
-    """
-    logits = logits[:, :-1].float()
-    target = labels[:, 1:]
-    mask = target != IGNORE_INDEX
-    safe = target.masked_fill(~mask, 0)
-    logps = -F.cross_entropy(logits.transpose(1, 2), safe, reduction="none")
-    return logps.masked_fill(~mask, 0.0), mask
-
-
-def sft_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Sum of the shifted CE over supervised tokens and their count: logits (B, L, V), labels (B, L)."""
-    logps, mask = shifted_token_logps(logits, labels)
-    return -logps.sum(), int(mask.sum())
-
-
-def count_supervised_tokens(labels: torch.Tensor) -> int:
-    """Supervised tokens after the causal shift, in TEXT coordinates (vision tokens are never supervised)."""
-    return int((labels[:, 1:] != IGNORE_INDEX).sum())
-
-
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed log-probability of the supervised tokens of each row: (B, L, V), (B, L) → (B,)."""
-    logps, _ = shifted_token_logps(logits, labels)
-    return logps.sum(-1)
+# The next-token quantities live in xgenmm_lm.losses (one implementation each); re-exported here.
+from xgenmm_lm.losses import (
+    IGNORE_INDEX,
+    count_supervised_tokens,
+    sequence_logps,
+    sft_loss_sum,
+    shifted_token_logps,
+)
 
 
 def dpo_loss(
