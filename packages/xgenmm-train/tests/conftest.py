@@ -45,7 +45,7 @@ def tiny_overrides(run_dir, data_path, **extra) -> list[str]:
         "train.precision": "fp32",
         "train.max_steps": 3,
         "deepspeed.zero_stage": 0,
-        "checkpoint.save_every": 0,
+        "checkpoint.save_every": "null",
         "logging.progress_bar": "false",
         "logging.plot": "false",
     }

@@ -127,7 +127,7 @@ def train(config: Config, recipe) -> dict:
     if steps_per_epoch == 0:
         raise ValueError(f"{config.data.path}: not enough samples for one optimizer step")
     total_steps = steps_per_epoch * t.epochs
-    if t.max_steps > 0:
+    if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
 
     engine, _, _ = build_engine(model, config, world, total_steps)
@@ -217,7 +217,7 @@ def train(config: Config, recipe) -> dict:
                 {k: metrics[k] for k in recipe.bar_keys if k in metrics}
                 | {"tok/s": round(metrics["tokens_per_s"])},
             )
-            if save_every > 0 and step % save_every == 0 and step < total_steps:
+            if save_every and step % save_every == 0 and step < total_steps:
                 last_saved = do_save(step, final=False)
             if step >= total_steps:
                 break
