@@ -50,11 +50,16 @@ class SFTRecipe:
         scale = ctx.world_size / max(n_step, 1.0)
         loss_sum = tokens = samples = 0.0
         for batch in micro:
+            if batch["input_ids"].shape[0] == 0:  # every sample failed to load: no tokens, the step goes on
+                engine.backward(ctx.zero_loss(), scale_wrt_gas=False)
+                ctx.engine_step()
+                ctx.empty += 1
+                continue
             batch = to_device(batch, ctx.device)
             out, ce_sum = self.ce_sum(engine, batch)
             loss = ctx.guard(ce_sum * scale)
             engine.backward(loss, scale_wrt_gas=False)
-            engine.step()
+            ctx.engine_step()
             if bool(ce_sum.isfinite()):
                 loss_sum += float(ce_sum.detach())
             tokens += float(out.attention_mask.sum())
