@@ -255,6 +255,8 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         reason = f"{e.__class__.__name__}: {e}".splitlines()[0]
+        with contextlib.suppress(OSError):
+            reason += f"; {shutil.disk_usage(root).free / 2**20:,.0f} MiB free there"
         raise CheckpointError(
             f"could not write checkpoint {final} ({reason}); {kept}; free disk space (or fix the folder's "
             "permissions), then rerun the same command with checkpoint.resume=auto"

@@ -9,7 +9,7 @@ checkpoint → summary.
 SIGTERM / SIGUSR1 (cluster preemption) only set a flag: the ranks agree on it after the optimizer step in
 progress, write a checkpoint of that step and raise :class:`~xgenmm_train.errors.Preempted` (the CLI exits 75).
 A micro-batch whose samples all failed to load (the dataset logs each once) still takes part in the step on
-its rank with a zero loss, so distributed runs stay in step.
+its rank (the recipe forwards a stand-in with loss × 0), so distributed runs stay in step.
 """
 
 from __future__ import annotations
