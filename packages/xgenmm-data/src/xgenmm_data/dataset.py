@@ -136,7 +136,8 @@ class SupervisedDataset(Dataset):
         """Item dict for an int; a list of items for a list of ints (a packed row). None = bad, skipped."""
         if isinstance(index, (list, tuple)):
             return [self[i] for i in index]
-        if index in self.failed:
+        if index in self.failed:  # already logged and counted
+            self._check_fraction()
             return None
         ref = self.samples[index]
         try:
