@@ -39,7 +39,7 @@ def child(mode: str, data_dir: str, run_dir: str, steps: int) -> None:
         "train.precision=fp32",
         f"train.max_steps={steps}",
         "deepspeed.zero_stage=0",
-        "checkpoint.save_every=0",
+        "checkpoint.save_every=null",
         "logging.progress_bar=false",
         "logging.plot=false",
         f"dpo.reference={mode}",

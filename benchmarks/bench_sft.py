@@ -33,7 +33,7 @@ def run(batching: str, steps: int, data_dir: str, run_dir: str) -> dict:
         "train.precision=fp32",
         f"train.max_steps={steps}",
         "deepspeed.zero_stage=0",
-        "checkpoint.save_every=0",
+        "checkpoint.save_every=null",
         "logging.progress_bar=false",
         "logging.plot=false",
     ]

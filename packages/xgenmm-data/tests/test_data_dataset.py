@@ -223,6 +223,9 @@ def test_truncated_image_skipped_at_load_time(tmp_path, tokenizer, helpers, capl
     with caplog.at_level(logging.WARNING, logger="xgenmm_data"):
         assert ds[0] is None
     assert "unreadable image" in caplog.text and "truncated" in caplog.text and ds.num_bad == 1
+    with caplog.at_level(logging.WARNING, logger="xgenmm_data"):
+        assert ds[0] is None  # a later epoch: not decoded, logged or counted again
+    assert caplog.text.count("unreadable image") == 1 and ds.num_bad == 1
     assert DataCollator(0)([ds[0], ds[1]])["input_ids"].shape[0] == 1
     ds.max_bad_fraction = 0.01
     with pytest.raises(DataError, match="records are bad"):

@@ -45,7 +45,7 @@ def tiny_overrides(run_dir, data_path, **extra) -> list[str]:
         "train.precision": "fp32",
         "train.max_steps": 3,
         "deepspeed.zero_stage": 0,
-        "checkpoint.save_every": 0,
+        "checkpoint.save_every": "null",
         "logging.progress_bar": "false",
         "logging.plot": "false",
     }
@@ -61,3 +61,22 @@ def make_config():
         return load_config(None, tiny_overrides(run_dir, data_path, **extra), task=task)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def checkpointed_run(tmp_path_factory, synth):
+    """A finished 2-step tiny SFT run (ZeRO-0, fp32) with checkpoints after steps 1 and 2 → (run_dir, config).
+    Shared: copy the run folder before changing anything in it."""
+    from xgenmm_train.config import load_config
+    from xgenmm_train.sft import run_sft
+
+    run_dir = tmp_path_factory.mktemp("checkpointed") / "run"
+    extra = {"train.max_steps": 2, "checkpoint.save_every": 1}
+    config = load_config(None, tiny_overrides(run_dir, synth["mixture"], **extra))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the tests (session fixtures are set up before `_one_thread`)
+    try:
+        run_sft(config)
+    finally:
+        torch.set_num_threads(n)
+    return run_dir, config

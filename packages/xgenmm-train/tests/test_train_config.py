@@ -96,3 +96,38 @@ def test_resize_backend_reaches_the_dataset(tmp_path, synth, make_config):
         assert dataset.processor.image_processor.resize_backend == backend
         pixels = [p for i in range(len(dataset)) for p in (dataset[i]["pixel_values"] or [])]
         assert pixels and all(p.dtype.is_floating_point and p.dim() == 4 for p in pixels)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.max_steps=0",
+        "train.max_steps=-1",
+        "train.lr=-1e-4",
+        "train.lr=0",
+        "train.lr=nan",
+        "train.warmup_steps=-1",
+        "train.micro_batch_size=0",
+        "train.grad_accum=0",
+        "train.betas=[0.9,1.5]",
+        "train.clip_grad=-1",
+        "checkpoint.save_every=0",
+        "checkpoint.keep_last=0",
+        "logging.log_every=0",
+        "data.max_length=0",
+        "dpo.beta=0",
+    ],
+)
+def test_bad_numbers_are_config_errors_naming_the_key(override, capsys):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"config key '{key}': .* is not allowed; it must be"):
+        load_config(CONFIGS / "default-sft.yaml", [override])
+    assert main(["--print-config", override]) == 2
+    assert f"config key '{key}'" in capsys.readouterr().err
+
+
+def test_null_means_no_limit_and_positive_numbers_pass():
+    c = load_config(CONFIGS / "default-sft.yaml", ["train.max_steps=null", "checkpoint.save_every=null"])
+    assert c.train.max_steps is None and c.checkpoint.save_every is None
+    c = load_config(CONFIGS / "default-sft.yaml", ["train.max_steps=5", "checkpoint.save_every=1"])
+    assert c.train.max_steps == 5 and c.checkpoint.save_every == 1

@@ -5,7 +5,8 @@ tokenization + labels) and its exact length is computed: text tokens + vision to
 the image header without decoding pixels. Bad records are logged once each (source file, record index, id,
 reason), counted in `bad_counts`, and left out; if the bad fraction exceeds `max_bad_fraction` (default 1 %)
 construction raises `DataError`. Images that only fail when decoded (truncated files) are caught in
-`__getitem__`, which then returns None (the collator drops it), logs and counts them the same way.
+`__getitem__`, which then returns None (the collator drops it), logs and counts them the same way - once:
+a sample that failed is not decoded, logged or counted again in later epochs.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class SupervisedDataset(Dataset):
         self.bad_counts: Counter = Counter()
         self.bad_records: list[tuple[str, int, object, str]] = []
         self.num_truncated = 0
+        self.failed: set[int] = set()  # indices whose images failed to decode in __getitem__
         self.samples: list[SampleRef] = []
         self.lengths: list[int] = []  # num_tokens per kept sample (text + vision)
         self.has_image: list[bool] = []
@@ -134,10 +136,14 @@ class SupervisedDataset(Dataset):
         """Item dict for an int; a list of items for a list of ints (a packed row). None = bad, skipped."""
         if isinstance(index, (list, tuple)):
             return [self[i] for i in index]
+        if index in self.failed:  # already logged and counted
+            self._check_fraction()
+            return None
         ref = self.samples[index]
         try:
             return self.processor(ref)
         except BadSample as e:
+            self.failed.add(index)
             self._report(ref, str(e))
             self._check_fraction()
             return None

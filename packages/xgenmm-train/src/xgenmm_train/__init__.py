@@ -4,10 +4,17 @@ from xgenmm_train import load_config, run_sft
 run_sft(load_config("packages/xgenmm-train/configs/default-sft.yaml", ["train.max_steps=20"]))
 """
 
-from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from .config import Config, ConfigError, load_config, to_yaml
 from .distributed import build_engine, deepspeed_config, init_distributed
 from .dpo import DPORecipe, run_dpo
+from .errors import EXIT_ERROR, EXIT_PREEMPTED, CheckpointError, Preempted, TrainError
 from .losses import dpo_loss, sequence_logps, sft_loss_sum
 from .sft import SFTRecipe, run_sft
 from .trainer import NonFiniteLoss, train
@@ -15,10 +22,14 @@ from .trainer import NonFiniteLoss, train
 __version__ = "0.1.0"
 
 __all__ = [
+    "EXIT_ERROR",
+    "EXIT_PREEMPTED",
+    "CheckpointError",
     "Config",
     "ConfigError",
     "DPORecipe",
     "NonFiniteLoss",
+    "Preempted",
     "SFTRecipe",
     "build_engine",
     "deepspeed_config",
@@ -33,6 +44,8 @@ __all__ = [
     "save_checkpoint",
     "sequence_logps",
     "sft_loss_sum",
+    "TrainError",
     "to_yaml",
     "train",
+    "verify_checkpoint",
 ]

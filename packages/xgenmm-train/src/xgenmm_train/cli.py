@@ -5,14 +5,20 @@ xgenmm-train dpo                               embedded default DPO (from the de
 xgenmm-train sft --config X.yaml key.sub=v     a real SFT job (launch under torchrun/deepspeed for GPUs)
 xgenmm-train dpo --config X.yaml key.sub=v     a real DPO job
 xgenmm-train [sft|dpo] [--config X.yaml] --print-config [overrides]   show the merged config and exit
+
+Exit status: 0 done; 2 an error you can fix, printed as one line (config, data, model or checkpoint files, a
+failed checkpoint write, a non-finite loss; --debug or XGENMM_DEBUG=1 shows the traceback); 75 stopped by
+SIGTERM/SIGUSR1 after writing a checkpoint (rerun with checkpoint.resume=auto); 1 an unexpected error.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .config import ConfigError, load_config, to_yaml
+from .errors import EXIT_ERROR, EXIT_PREEMPTED, Preempted, TrainError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="YAML config (see packages/xgenmm-train/configs); omit for the embedded default"
     )
     p.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    p.add_argument("--debug", action="store_true", help="show the traceback of errors (also XGENMM_DEBUG=1)")
     p.add_argument(
         "args",
         nargs="*",
@@ -54,6 +61,20 @@ def main(argv=None) -> int:
     if args.print_config:
         print(to_yaml(config), end="")
         return 0
+    try:
+        _run(args, config, task)
+    except Preempted as e:
+        print(f"xgenmm-train: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except _user_errors() as e:
+        if args.debug or os.environ.get("XGENMM_DEBUG") == "1":
+            raise
+        print(f"xgenmm-train: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def _run(args, config, task: str) -> None:
     if args.config is None:
         from .default_run import run_default_dpo, run_default_sft
 
@@ -66,7 +87,30 @@ def main(argv=None) -> int:
         from .sft import run_sft
 
         run_sft(config)
-    return 0
+
+
+def _user_errors() -> tuple:
+    """Exceptions shown as one line: ours, the data package's, a non-finite loss."""
+    from xgenmm_data.sources import DataError
+
+    from .trainer import NonFiniteLoss
+
+    return (TrainError, ConfigError, DataError, NonFiniteLoss)
+
+
+def one_line(e: Exception) -> str:
+    """The error on one line; data errors get a pointer to ``xgenmm-data check``."""
+    from xgenmm_data.sources import DataError
+
+    if isinstance(e, DataError):
+        bad = any("records are bad" in p for p in e.problems)
+        hint = (
+            "fix or drop the bad records (uv run xgenmm-data check <data.path> lists each one)"
+            if bad
+            else "check data.path and the files it names"
+        )
+        return "data: " + "; ".join(e.problems) + f"; {hint}"
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

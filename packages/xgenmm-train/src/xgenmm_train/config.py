@@ -19,6 +19,7 @@ Layout of a config (every field has a default; see the shipped YAMLs under ``con
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class DataConfig:
 class TrainConfig:
     seed: int = 42
     epochs: int = 1
-    max_steps: int = -1  # > 0 stops after this many optimizer steps
+    max_steps: int | None = None  # stop after this many optimizer steps; null = no limit (the epochs)
     micro_batch_size: int = 8
     grad_accum: int = 1
     lr: float = 2e-5
@@ -141,7 +142,7 @@ class DpoConfig:
 
 @dataclass
 class CheckpointConfig:
-    save_every: int = 500  # optimizer steps; 0 saves only at the end
+    save_every: int | None = 500  # optimizer steps; null saves only at the end
     keep_last: int = 2
     resume: str | None = None  # None | "auto" | a checkpoint directory
     save_optimizer: bool = True
@@ -191,6 +192,41 @@ _CHOICES = {
     "train.optimizer": ("adamw", "adamw_foreach", "deepspeed_adam"),
     "dpo.reference": ("precompute", "lora", "model"),
 }
+
+
+# Numeric keys: (dotted key, check, the rule in words). A value must be finite and pass the check.
+_NUMBERS = [
+    ("model.tiny_vocab_size", lambda v: v >= 1, ">= 1"),
+    ("data.max_length", lambda v: v >= 1, ">= 1"),
+    ("data.pack_tokens", lambda v: v >= 1, ">= 1"),
+    ("data.megabatch_steps", lambda v: v >= 1, ">= 1"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("train.seed", lambda v: v >= 0, ">= 0"),
+    ("train.epochs", lambda v: v >= 1, ">= 1"),
+    ("train.max_steps", lambda v: v >= 1, "a positive number of optimizer steps"),
+    ("train.micro_batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.grad_accum", lambda v: v >= 1, ">= 1"),
+    ("train.lr", lambda v: v > 0, "> 0"),
+    ("train.warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("train.min_lr_ratio", lambda v: 0 <= v <= 1, "between 0 and 1"),
+    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("train.betas", lambda v: 0 <= v < 1, "two numbers in [0, 1)"),
+    ("train.eps", lambda v: v > 0, "> 0"),
+    ("train.clip_grad", lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+    ("train.optimizer_group_params", lambda v: v >= 0, ">= 0"),
+    ("lora.r", lambda v: v >= 1, ">= 1"),
+    ("lora.alpha", lambda v: v > 0, "> 0"),
+    ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("dpo.beta", lambda v: v > 0, "> 0"),
+    ("dpo.rpo_alpha", lambda v: v >= 0, ">= 0"),
+    ("dpo.label_smoothing", lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+    ("checkpoint.save_every", lambda v: v >= 1, "a positive number of optimizer steps"),
+    ("checkpoint.keep_last", lambda v: v >= 1, ">= 1"),
+    ("logging.log_every", lambda v: v >= 1, ">= 1"),
+    ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("eval.batch_size", lambda v: v >= 1, ">= 1"),
+]
+_NULLABLE = {"train.max_steps": "no limit", "checkpoint.save_every": "save only at the end"}
 
 
 def _error(e: OmegaConfBaseException, source: str) -> ConfigError:
@@ -248,12 +284,16 @@ def validate(config: Config) -> None:
         raise ConfigError("config key 'deepspeed.offload_params': needs deepspeed.zero_stage=3")
     if config.model.gradient_checkpointing_layers < -1:
         raise ConfigError("config key 'model.gradient_checkpointing_layers': must be -1 (all) or >= 0")
-    if config.train.optimizer_group_params < 0:
-        raise ConfigError("config key 'train.optimizer_group_params': must be >= 0")
-    for key in ("train.micro_batch_size", "train.grad_accum", "train.epochs", "checkpoint.keep_last"):
+    for key, ok, rule in _NUMBERS:
         section, name = key.split(".")
-        if getattr(getattr(config, section), name) < 1:
-            raise ConfigError(f"config key '{key}': must be >= 1")
+        value = getattr(getattr(config, section), name)
+        if value is None and key in _NULLABLE:
+            continue
+        values = value if isinstance(value, list) else [value]
+        bad_length = key == "train.betas" and len(values) != 2
+        if value is None or bad_length or not all(math.isfinite(v) and ok(v) for v in values):
+            null = f" (null = {_NULLABLE[key]})" if key in _NULLABLE else ""
+            raise ConfigError(f"config key '{key}': {value!r} is not allowed; it must be {rule}{null}")
     if config.dpo.reference == "lora" and config.task == "dpo" and not config.lora.enabled:
         raise ConfigError("config key 'dpo.reference': 'lora' needs lora.enabled=true")
 

@@ -105,7 +105,7 @@ class DPORecipe:
                 losses = losses + d.rpo_alpha * (-pc / n_chosen.clamp(min=1))
             loss = ctx.guard(losses.sum() * scale)
             engine.backward(loss, scale_wrt_gas=False)
-            engine.step()
+            ctx.engine_step()
             sums["loss_sum"] += float(losses.detach().sum())
             sums["chosen"] += float(m["rewards/chosen"].sum())
             sums["rejected"] += float(m["rewards/rejected"].sum())

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
+from .errors import TrainError
 
 
 def _set_dotted(obj, key: str, value) -> None:
@@ -27,18 +28,54 @@ def init_dir(config: Config) -> Path:
     return Path(config.run_dir) / "init"
 
 
+def _damaged_safetensors(folder: Path) -> str | None:
+    """The first ``*.safetensors`` file under ``folder`` whose header cannot be read (e.g. a truncated copy)."""
+    from safetensors import safe_open
+
+    for f in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(f, framework="pt") as h:
+                h.keys()
+        except Exception as e:
+            return f"{f}: unreadable safetensors file ({e})"
+    return None
+
+
+def load_pretrained(path, attn: str):
+    """``XGenMM.from_pretrained`` + ``build_tokenizer`` → (model, tokenizer); a missing or damaged checkpoint
+    raises TrainError naming the file and what to do."""
+    from xgenmm_lm import XGenMM, build_tokenizer
+
+    try:
+        return XGenMM.from_pretrained(path, attn_implementation=attn), build_tokenizer(path)
+    except Exception as e:
+        folder = Path(path)
+        damaged = folder.is_dir() and _damaged_safetensors(folder)
+        if damaged:
+            message = f"{damaged}; the file is damaged or incomplete: copy it again"
+        elif not folder.exists():
+            message = (
+                f"model.path={path}: no such folder (nor a hub id in the local cache); point model.path at a "
+                "checkpoint folder (config.json + *.safetensors, e.g. <run_dir>/final-model)"
+            )
+        else:
+            message = (
+                f"model.path={path}: cannot load the model ({e.__class__.__name__}: {e}); point model.path at "
+                "a checkpoint folder (config.json + *.safetensors, e.g. <run_dir>/final-model)"
+            )
+        raise TrainError(message) from e
+
+
 def build_model(config: Config, texts=None, rank: int = 0):
     """→ (model, tokenizer). ``texts``: a callable returning training strings (only for init=tiny)."""
-    from xgenmm_lm import XGenMM, build_tokenizer, tiny_config, train_tiny_tokenizer
+    from xgenmm_lm import XGenMM, tiny_config, train_tiny_tokenizer
 
     m = config.model
     attn = m.attn_implementation
     if m.init == "pretrained":
-        model = XGenMM.from_pretrained(m.path, attn_implementation=attn)
-        tokenizer = build_tokenizer(m.path)
+        model, tokenizer = load_pretrained(m.path, attn)
     elif (init_dir(config) / "config.json").is_file():
-        model = XGenMM.from_pretrained(init_dir(config), attn_implementation=attn)
-        tokenizer = build_tokenizer(init_dir(config))
+        model, tokenizer = load_pretrained(init_dir(config), attn)
     else:
         tokenizer = train_tiny_tokenizer(texts(), vocab_size=m.tiny_vocab_size)
         cfg = tiny_config(tokenizer)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .config import Config
 from .data import build_sft_dataset
+from .errors import TrainError
 from .losses import count_supervised_tokens
 from .trainer import StepContext, all_reduce_sum, model_inputs, to_device, train
 
@@ -31,7 +32,24 @@ class SFTRecipe:
         from xgenmm_data.collate import DataCollator
 
         dataset = build_sft_dataset(config, tokenizer, model)
-        return dataset, DataCollator(tokenizer.pad_token_id)
+        self.dataset, self.collate = dataset, DataCollator(tokenizer.pad_token_id)
+        self._stand_in = None
+        return dataset, self.collate
+
+    def stand_in(self) -> dict:
+        """A one-sample batch (the first sample with an image that loads) for a micro-batch whose samples all
+        failed: forwarded with its loss × 0 it uses the model's parameters as a real micro-batch does, so
+        DeepSpeed's gradient reduction (ZeRO-1/2 buckets of the parameters that got gradients) matches the
+        other ranks', and adds exactly nothing."""
+        if self._stand_in is None:
+            order = sorted(range(len(self.dataset)), key=lambda i: not self.dataset.has_image[i])
+            item = next((it for it in map(self.dataset.__getitem__, order) if it is not None), None)
+            if item is None:
+                raise TrainError(
+                    f"data.path: not one sample loads ({len(self.dataset)} tried); check the images"
+                )
+            self._stand_in = self.collate([item])
+        return self._stand_in
 
     def prepare(self, config, engine, dataset, collate, rank, world, device) -> None:
         pass
@@ -50,11 +68,17 @@ class SFTRecipe:
         scale = ctx.world_size / max(n_step, 1.0)
         loss_sum = tokens = samples = 0.0
         for batch in micro:
+            if batch["input_ids"].shape[0] == 0:  # every sample failed to load: no tokens, the step goes on
+                _, ce_sum = self.ce_sum(engine, to_device(self.stand_in(), ctx.device))
+                engine.backward(ctx.guard(ce_sum * 0.0), scale_wrt_gas=False)
+                ctx.engine_step()
+                ctx.empty += 1
+                continue
             batch = to_device(batch, ctx.device)
             out, ce_sum = self.ce_sum(engine, batch)
             loss = ctx.guard(ce_sum * scale)
             engine.backward(loss, scale_wrt_gas=False)
-            engine.step()
+            ctx.engine_step()
             if bool(ce_sum.isfinite()):
                 loss_sum += float(ce_sum.detach())
             tokens += float(out.attention_mask.sum())

@@ -25,12 +25,8 @@ class MetricsLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if initial_step == 0 and self.path.exists():
             self.path.unlink()
-        elif self.path.exists():  # drop lines written after the checkpoint we resume from
-            kept = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if ln and json.loads(ln)["step"] <= initial_step
-            ]
+        elif self.path.exists():  # drop lines written after the checkpoint we resume from (and torn ones)
+            kept = [json.dumps(r) for r in read_metrics(self.run_dir) if r["step"] <= initial_step]
             self.path.write_text("".join(ln + "\n" for ln in kept))
         if config.logging.progress_bar:
             from tqdm.auto import tqdm
@@ -83,10 +79,20 @@ def _short(v):
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``metrics.jsonl``; a line that is not a whole record (torn by a power loss or a full disk
+    while it was written) is left out."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+    return records
 
 
 def plot_loss(run_dir: str | Path, key: str = "loss") -> Path | None:

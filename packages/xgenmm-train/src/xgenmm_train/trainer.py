@@ -5,13 +5,20 @@ the loss of one optimizer step.
 Order of operations: init distributed → build model (seeded with ``train.seed`` on every rank) → reseed with
 ``seed + rank`` → data and plan → engine → recipe.prepare (e.g. reference log-probs) → resume → steps → final
 checkpoint → summary.
+
+SIGTERM / SIGUSR1 (cluster preemption) only set a flag: the ranks agree on it after the optimizer step in
+progress, write a checkpoint of that step and raise :class:`~xgenmm_train.errors.Preempted` (the CLI exits 75).
+A micro-batch whose samples all failed to load (the dataset logs each once) still takes part in the step on
+its rank (the recipe forwards a stand-in with loss × 0), so distributed runs stay in step.
 """
 
 from __future__ import annotations
 
 import random
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +28,36 @@ from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import Config, to_yaml
 from .data import build_plan, step_loader
 from .distributed import build_engine, init_distributed
+from .errors import Preempted, TrainError
 from .modeling import all_finite, build_model, count_parameters, save_weights
 from .tracking import MetricsLogger, Timer, plot_loss, summary_table
 
 
 class NonFiniteLoss(FloatingPointError):
     pass
+
+
+class StopSignals:
+    """Context manager: SIGTERM and SIGUSR1 set ``received`` (the signal's name) instead of ending the process;
+    the previous handlers come back on exit. Only in the main thread (Python delivers signals there)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 def seed_everything(seed: int) -> None:
@@ -84,6 +115,33 @@ class StepContext:
             step,
         )
         self.skipped = 0
+        self.empty = 0
+        self.grad_norm: float | None = None
+        # DeepSpeed reports the gradient norm only when its own optimizer wrapper (ZeRO, bf16, fp16) computes it.
+        self._own_norm = not hasattr(engine.optimizer, "_global_grad_norm")
+
+    def zero_loss(self) -> torch.Tensor:
+        """A loss of 0 that reaches every trainable parameter, so each gets a (zero) gradient and DeepSpeed's
+        gradient reduction runs on this rank as on the others."""
+        params = [p for p in self.engine.module.parameters() if p.requires_grad]
+        return sum(p.reshape(-1)[:1].sum() for p in params) * 0.0
+
+    def engine_step(self) -> None:
+        """``engine.step()``; at the accumulation boundary first records the pre-clip global gradient norm when
+        DeepSpeed does not (ZeRO-0 with fp32: the gradients are already averaged over the ranks here)."""
+        if self._own_norm and self.engine.is_gradient_accumulation_boundary():
+            norms = [
+                torch.linalg.vector_norm(p.grad.float())
+                for p in self.engine.module.parameters()
+                if p.requires_grad and p.grad is not None
+            ]
+            self.grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+        self.engine.step()
+
+    def global_grad_norm(self) -> float:
+        if self.grad_norm is not None:
+            return self.grad_norm
+        return float(self.engine.get_global_grad_norm() or 0.0)
 
     def guard(self, loss: torch.Tensor) -> torch.Tensor:
         """NaN/inf policy, agreed across ranks: ``stop`` raises naming the step; ``skip`` replaces the
@@ -97,8 +155,7 @@ class StepContext:
                 "(set train.nan_policy=skip to drop such micro-batches)"
             )
         self.skipped += 1
-        params = [p for p in self.engine.module.parameters() if p.requires_grad]
-        return sum(p.reshape(-1)[:1].sum() for p in params) * 0.0
+        return self.zero_loss()
 
 
 def _next_command(config: Config, ckpt: Path | None) -> str:
@@ -125,9 +182,12 @@ def train(config: Config, recipe) -> dict:
     dataset, collate = recipe.build_data(config, model, tokenizer)
     steps_per_epoch = len(build_plan(config, dataset.lengths, world, 0))
     if steps_per_epoch == 0:
-        raise ValueError(f"{config.data.path}: not enough samples for one optimizer step")
+        raise TrainError(
+            f"{config.data.path}: {len(dataset)} usable samples, not enough for one optimizer step of "
+            f"{world} process(es) × {t.grad_accum} × {t.micro_batch_size}; add data or lower the batch size"
+        )
     total_steps = steps_per_epoch * t.epochs
-    if t.max_steps > 0:
+    if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
 
     engine, _, _ = build_engine(model, config, world, total_steps)
@@ -186,44 +246,51 @@ def train(config: Config, recipe) -> dict:
 
     engine.train()
     step_timer = Timer()
-    while step < total_steps:
-        epoch, start = divmod(step, steps_per_epoch)
-        plan = build_plan(config, dataset.lengths, world, epoch)
-        batches = iter(step_loader(dataset, collate, plan, start, rank, world, config))
-        for _ in range(start, len(plan)):
-            micro = [next(batches) for _ in range(t.grad_accum)]
-            ctx = StepContext(engine, device, world, config, step)
-            sums = recipe.train_step(ctx, micro)
-            keys = sorted(sums)
-            reduced = dict(zip(keys, all_reduce_sum([float(sums[k]) for k in keys], device)))
-            step += 1
-            samples += int(reduced.get("samples", 0))
-            tokens += int(reduced.get("tokens", 0))
-            dt = step_timer.elapsed()
-            step_timer = Timer()
-            metrics = recipe.metrics(reduced)
-            metrics.update(
-                lr=engine.get_lr()[0],
-                grad_norm=float(engine.get_global_grad_norm() or 0.0),
-                tokens_per_s=reduced.get("tokens", 0) / max(dt, 1e-9),
-                epoch=epoch,
-                skipped_micro_batches=ctx.skipped,
-            )
-            last_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            if step % config.logging.log_every == 0 or step == total_steps:
-                logger.log(step, metrics)
-            logger.progress(
-                1,
-                {k: metrics[k] for k in recipe.bar_keys if k in metrics}
-                | {"tok/s": round(metrics["tokens_per_s"])},
-            )
-            if save_every > 0 and step % save_every == 0 and step < total_steps:
-                last_saved = do_save(step, final=False)
-            if step >= total_steps:
-                break
-    logger.close()
-    if last_saved is None or not last_saved.name.endswith(f"{step:06d}"):
-        last_saved = do_save(step, final=True)
+    stop_requested = False
+    with StopSignals() as signals:
+        while step < total_steps and not stop_requested:
+            epoch, start = divmod(step, steps_per_epoch)
+            plan = build_plan(config, dataset.lengths, world, epoch)
+            batches = iter(step_loader(dataset, collate, plan, start, rank, world, config))
+            for _ in range(start, len(plan)):
+                micro = [next(batches) for _ in range(t.grad_accum)]
+                ctx = StepContext(engine, device, world, config, step)
+                sums = recipe.train_step(ctx, micro)
+                sums.update(empty_micro_batches=ctx.empty, stop=float(signals.received is not None))
+                keys = sorted(sums)
+                reduced = dict(zip(keys, all_reduce_sum([float(sums[k]) for k in keys], device)))
+                step += 1
+                samples += int(reduced.get("samples", 0))
+                tokens += int(reduced.get("tokens", 0))
+                dt = step_timer.elapsed()
+                step_timer = Timer()
+                metrics = recipe.metrics(reduced)
+                metrics.update(
+                    lr=engine.get_lr()[0],
+                    grad_norm=ctx.global_grad_norm(),
+                    tokens_per_s=reduced.get("tokens", 0) / max(dt, 1e-9),
+                    epoch=epoch,
+                    skipped_micro_batches=ctx.skipped,
+                    empty_micro_batches=int(reduced["empty_micro_batches"]),
+                )
+                last_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+                if step % config.logging.log_every == 0 or step == total_steps:
+                    logger.log(step, metrics)
+                logger.progress(
+                    1,
+                    {k: metrics[k] for k in recipe.bar_keys if k in metrics}
+                    | {"tok/s": round(metrics["tokens_per_s"])},
+                )
+                stop_requested = reduced["stop"] > 0  # every rank stops after the same step
+                if save_every and step % save_every == 0 and step < total_steps and not stop_requested:
+                    last_saved = do_save(step, final=False)
+                if step >= total_steps or stop_requested:
+                    break
+        logger.close()
+        if last_saved is None or not last_saved.name.endswith(f"{step:06d}"):
+            last_saved = do_save(step, final=not stop_requested)
+    if stop_requested:
+        raise Preempted(signals.received or "a signal on another rank", step, last_saved)
     summary = recipe.finish(config, engine, tokenizer, rank, world, device) or {}
     elapsed = elapsed0 + timer.elapsed()
     result = {
@@ -263,4 +330,4 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in sys.argv)
 
 
-__all__ = ["NonFiniteLoss", "StepContext", "model_inputs", "to_device", "train"]
+__all__ = ["NonFiniteLoss", "StepContext", "StopSignals", "model_inputs", "to_device", "train"]

@@ -1,0 +1,404 @@
+"""Faults a long run meets: bad model/data/checkpoint files (one-line errors, exit 2), an empty micro-batch,
+crafted and damaged checkpoints, a full disk, preemption signals (exit 75 + exact resume), the gradient norm."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from xgenmm_train.checkpoint import latest_checkpoint, list_checkpoints, verify_checkpoint, write_manifest
+from xgenmm_train.cli import main
+from xgenmm_train.config import to_yaml
+from xgenmm_train.errors import EXIT_ERROR, TrainError
+from xgenmm_train.sft import run_sft
+from xgenmm_train.tracking import read_metrics
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "XGENMM_DEBUG"):
+        env.pop(k, None)
+    return env
+
+
+def _weights(folder):
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+def _copy_run(src, dst, config, **changes):
+    """A copy of a run folder and its config pointing at the copy, with ``changes`` (dotted keys) applied."""
+    shutil.copytree(src, dst)
+    config = type(config)(**vars(config))
+    text = to_yaml(config).replace(str(src), str(dst))
+    cfg = dst.parent / f"{dst.name}.yaml"
+    cfg.write_text(text)
+    return cfg, [f"{k}={v}" for k, v in changes.items()]
+
+
+def _error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("xgenmm-train:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. a micro-batch whose every sample fails to load
+
+
+def _dataset_with_a_truncated_image(synth, out, n=120):
+    """``n`` single-image records (the synthetic ones repeated), the first one's image a truncated copy of a
+    real PNG: its header reads, its pixels do not (1 bad in n < the 1 % limit). No text-only records: under
+    ZeRO-2 on several ranks a text-only micro-batch next to an image one is a collective mismatch of its own."""
+    records = json.loads(synth["train"].read_text())
+    root = synth["train"].parent
+    single = [r for r in records if isinstance(r.get("image"), str)]
+    out.mkdir()
+    data = [dict(single[i % len(single)], id=f"r{i:04d}") for i in range(n)]
+    for r in data:
+        r["image"] = str(root / r["image"])
+    png = (root / single[0]["image"]).read_bytes()
+    (out / "torn.png").write_bytes(png[: len(png) // 2])
+    data[0]["image"] = str(out / "torn.png")
+    path = out / "train.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_empty_micro_batch_runs_the_step_and_logs_the_sample_once(tmp_path, synth, make_config, caplog):
+    data = _dataset_with_a_truncated_image(synth, tmp_path / "data")
+    extra = {"train.micro_batch_size": 1, "train.grad_accum": 2, "train.max_steps": "null", "train.epochs": 2}
+    config = make_config(tmp_path / "run", data, **extra)
+    with caplog.at_level("WARNING", logger="xgenmm_data"):
+        result = run_sft(config)
+    assert result["steps"] == 120  # 60 steps per epoch, 2 epochs: no step was dropped
+    assert result["samples"] == 2 * 119
+    rows = read_metrics(tmp_path / "run")
+    empty = [r for r in rows if r["empty_micro_batches"]]
+    assert [r["empty_micro_batches"] for r in empty] == [1, 1]  # once per epoch
+    for r in empty:  # the other micro-batch of the step: its own tokens, a finite loss
+        assert r["supervised_tokens"] > 0 and 0 < r["loss"] < 20
+    skipped = [m for m in caplog.messages if "r0000" in m]
+    assert len(skipped) == 1 and "torn.png" in skipped[0], caplog.messages
+
+
+@pytest.mark.slow
+def test_empty_micro_batch_keeps_two_processes_in_step(tmp_path, synth, make_config):
+    """2 processes (ZeRO-2), one of them with an empty micro-batch in one step, against 1 process × 2
+    accumulation steps (the same plan, so the same empty micro-batch): the same weights."""
+    from xgenmm_train.distributed import free_port
+
+    data = _dataset_with_a_truncated_image(synth, tmp_path / "data")
+    common = {"train.micro_batch_size": 1, "train.max_steps": "null", "deepspeed.zero_stage": 2}
+    two = make_config(tmp_path / "two", data, **common)
+    (tmp_path / "two.yaml").write_text(to_yaml(two))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_port", str(free_port()), "-m", "xgenmm_train.cli", "sft", "--config"]
+    p = subprocess.run(
+        [*cmd, str(tmp_path / "two.yaml")], env=_env(), capture_output=True, text=True, timeout=900
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    one = make_config(tmp_path / "one", data, **common, **{"train.grad_accum": 2})
+    (tmp_path / "one.yaml").write_text(to_yaml(one))
+    cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config", str(tmp_path / "one.yaml")]
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    two, one = read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one")
+    for rows in (two, one):
+        assert len(rows) == 60 and sum(r["empty_micro_batches"] for r in rows) == 1
+    for a, b in zip(
+        two, one
+    ):  # measured: equal to 5e-7 over the 60 steps, the step with the empty one exactly
+        assert a["supervised_tokens"] == b["supervised_tokens"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    wa = _weights(latest_checkpoint(tmp_path / "two") / "model")
+    wb = _weights(latest_checkpoint(tmp_path / "one") / "model")
+    for k in wa:  # 60 Adam steps of lr 1e-3 from float-rounding differences (ZeRO-2 reduce vs accumulation)
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. errors after the config validated: one line, exit 2; --debug / XGENMM_DEBUG=1 show the traceback
+
+
+def test_file_errors_are_one_line_with_exit_status_2(tmp_path, synth, make_config, checkpointed_run, capsys):
+    run_dir, _ = checkpointed_run
+    ckpt = latest_checkpoint(run_dir)
+    damaged = tmp_path / "damaged-model"
+    shutil.copytree(ckpt / "model", damaged)
+    weights = sorted(damaged.glob("*.safetensors"))[0]
+    weights.write_bytes(weights.read_bytes()[:1000])
+    records = json.loads(synth["train"].read_text())
+    records[0] = dict(records[0], image="images/missing.png")  # 1 bad of 48 > 1 %
+    bad_data = synth["train"].parent / "one_missing_image.json"
+    bad_data.write_text(json.dumps(records))
+
+    cases = {
+        "missing model": ({"model.init": "pretrained", "model.path": tmp_path / "nope"}, "no such folder"),
+        "missing mixture": ({"data.path": tmp_path / "nope.yaml"}, "mixture file not found"),
+        "truncated safetensors": (
+            {"model.init": "pretrained", "model.path": damaged},
+            f"{weights}: unreadable safetensors file",
+        ),
+        "not a checkpoint": ({"checkpoint.resume": synth["train"].parent}, "not a complete checkpoint"),
+        "negative lr": ({"train.lr": -1e-4}, "config key 'train.lr': -0.0001 is not allowed"),
+        "bad records": (
+            {"data.path": bad_data, "data.image_folder": bad_data.parent},
+            "data: 1 of 48 records are bad (2.08% > max_bad_fraction 1.00%); missing image file",
+        ),
+    }
+    for name, (changes, expected) in cases.items():
+        config = make_config(tmp_path / name.replace(" ", "-"), synth["mixture"])
+        cfg = tmp_path / f"{name.replace(' ', '-')}.yaml"
+        cfg.write_text(to_yaml(config))
+        overrides = [f"{k}={v}" for k, v in changes.items()]
+        assert main(["sft", "--config", str(cfg), *overrides]) == EXIT_ERROR, name
+        line = _error_line(capsys.readouterr().err)
+        assert expected in line, (name, line)
+
+    with pytest.raises(TrainError, match="no such folder"):  # the traceback, on request
+        main(
+            [
+                "sft",
+                "--config",
+                str(cfg),
+                "--debug",
+                f"model.path={tmp_path / 'nope'}",
+                "model.init=pretrained",
+            ]
+        )
+    os.environ["XGENMM_DEBUG"] = "1"
+    try:
+        with pytest.raises(Exception, match="records are bad"):
+            main(
+                ["sft", "--config", str(cfg), f"data.path={bad_data}", f"data.image_folder={bad_data.parent}"]
+            )
+    finally:
+        del os.environ["XGENMM_DEBUG"]
+
+
+def test_the_real_cli_exits_2_with_one_line(tmp_path, synth, make_config):
+    config = make_config(tmp_path / "run", tmp_path / "no-such-mixture.yaml")
+    (tmp_path / "run.yaml").write_text(to_yaml(config))
+    cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config", str(tmp_path / "run.yaml")]
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert _error_line(p.stderr) == (
+        f"xgenmm-train: error: data: {tmp_path / 'no-such-mixture.yaml'}: mixture file not found; "
+        "check data.path and the files it names"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 8. resume never unpickles arbitrary objects
+
+
+class _Payload:
+    """Unpickling this writes a marker file (what a crafted checkpoint could do with any code)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_resume_refuses_a_checkpoint_that_pickles_code(tmp_path, checkpointed_run, capsys):
+    run_dir, config = checkpointed_run
+    cfg, _ = _copy_run(run_dir, tmp_path / "run", config)
+    ckpt = latest_checkpoint(tmp_path / "run")
+    marker = tmp_path / "marker"
+    state_file = ckpt / "deepspeed" / "state" / "mp_rank_00_model_states.pt"
+    state = torch.load(state_file, weights_only=True)
+    state["client_state"] = _Payload(marker)
+    torch.save(state, state_file)
+    write_manifest(ckpt)  # a crafted folder comes with a manifest that matches
+    assert verify_checkpoint(ckpt) is None
+
+    assert main(["sft", "--config", str(cfg), f"checkpoint.resume={ckpt}", "train.max_steps=3"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"{state_file}: refusing to resume" in line and "object of type exec" in line
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 9. resume after damage: a torn metrics line, a truncated newest checkpoint
+
+
+def test_resume_tolerates_a_torn_metrics_line(tmp_path, checkpointed_run):
+    run_dir, config = checkpointed_run
+    cfg, _ = _copy_run(run_dir, tmp_path / "run", config)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 3, "loss": 4.1')  # power loss in the middle of a line
+    assert main(["sft", "--config", str(cfg), "checkpoint.resume=auto", "train.max_steps=3"]) == 0
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]
+    assert all(json.loads(ln) for ln in metrics.read_text().splitlines())
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(tmp_path, checkpointed_run, capsys):
+    run_dir, config = checkpointed_run
+    cfg, _ = _copy_run(run_dir, tmp_path / "run", config)
+    step1, step2 = list_checkpoints(tmp_path / "run")
+    optimizer = step2 / "deepspeed" / "state" / "mp_rank_00_model_states.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:5000])  # torn by a full disk or a crash
+    assert "truncated" in verify_checkpoint(step2)
+
+    assert main(["sft", "--config", str(cfg), "checkpoint.resume=auto"]) == 0
+    err = capsys.readouterr().err
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning: skipping damaged checkpoint")]
+    assert len(warnings) == 1 and "step-000002" in warnings[0] and str(step1) in warnings[0]
+    assert f"resumed from {step1} at step 1" in err
+    resumed = _weights(latest_checkpoint(tmp_path / "run") / "model")
+    original = _weights(latest_checkpoint(run_dir) / "model")  # the same step 2, never interrupted
+    assert resumed.keys() == original.keys()
+    assert all(torch.equal(resumed[k], original[k]) for k in original)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 11. the gradient norm is the real pre-clip norm in every mode
+
+
+def test_grad_norm_is_the_pre_clip_norm_with_zero0_fp32(tmp_path, synth, make_config):
+    norms = {}
+    for stage in (0, 2):
+        extra = {"deepspeed.zero_stage": stage, "train.max_steps": 2, "train.clip_grad": 1e-3}
+        result = run_sft(make_config(tmp_path / f"zero{stage}", synth["mixture"], **extra))
+        norms[stage] = [r["grad_norm"] for r in read_metrics(tmp_path / f"zero{stage}")]
+        assert result["steps"] == 2
+    assert all(n > 0.1 for n in norms[0])  # far above the clip threshold: measured before clipping
+    torch.testing.assert_close(norms[0], norms[2], rtol=1e-5, atol=0)  # = DeepSpeed's ZeRO-2 computation
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 10. a full disk during a checkpoint write; SIGTERM / SIGUSR1 (preemption)
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, checkpointed_run):
+    import resource
+
+    run_dir, config = checkpointed_run
+    cfg, _ = _copy_run(run_dir, tmp_path / "run", config)
+    previous = latest_checkpoint(tmp_path / "run")
+
+    def small_files():  # files above 64 KiB fail with EFBIG, as writes to a full disk fail with ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config", str(cfg)]
+    cmd += ["checkpoint.resume=auto", "train.max_steps=3"]
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    assert p.returncode == 2, p.stderr[-3000:]
+    line = _error_line(p.stderr)
+    assert line.startswith(
+        f"xgenmm-train: error: could not write checkpoint {previous.parent / 'step-000003'}"
+    )
+    assert f"the previous checkpoint {previous} is intact" in line and "checkpoint.resume=auto" in line
+    assert latest_checkpoint(tmp_path / "run") == previous and verify_checkpoint(previous) is None
+    names = sorted(p.name for p in previous.parent.iterdir())
+    assert names == ["step-000001", "step-000002"]  # no temp folder left behind
+
+
+def _wait_for_steps(p, metrics, n, timeout=600):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the run ended or stalled before step {n}: {p.poll()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
+def test_preemption_signal_writes_a_checkpoint_and_resume_is_exact(tmp_path, synth, make_config, signame):
+    import signal
+
+    steps = 8
+    common = {"train.max_steps": steps, "checkpoint.save_every": 3}
+    full = make_config(tmp_path / "full", synth["mixture"], **common)
+    (tmp_path / "full.yaml").write_text(to_yaml(full))
+    cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config"]
+    p = subprocess.run(
+        [*cmd, str(tmp_path / "full.yaml")], env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    stopped = make_config(tmp_path / "stopped", synth["mixture"], **common, **{"checkpoint.resume": "auto"})
+    (tmp_path / "stopped.yaml").write_text(to_yaml(stopped))
+    p = subprocess.Popen(
+        [*cmd, str(tmp_path / "stopped.yaml")], env=_env(), stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_steps(p, tmp_path / "stopped" / "metrics.jsonl", 4)
+    p.send_signal(getattr(signal, signame))
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 75, err[-3000:]
+    ckpt = latest_checkpoint(tmp_path / "stopped")
+    k = int(ckpt.name.split("-")[1])
+    assert 4 <= k < steps and k % 3 != 0  # the step in progress, not a periodic save
+    assert f"xgenmm-train: stopped by {signame} after optimizer step {k}; checkpoint {ckpt} written" in err
+
+    p = subprocess.run(
+        [*cmd, str(tmp_path / "stopped.yaml")], env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resumed from {ckpt} at step {k}" in p.stderr
+    wa = _weights(latest_checkpoint(tmp_path / "full") / "model")
+    wb = _weights(latest_checkpoint(tmp_path / "stopped") / "model")
+    assert latest_checkpoint(tmp_path / "stopped").name == f"step-{steps:06d}"
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[n], wb[n]) for n in wa)
+    assert [r["loss"] for r in read_metrics(tmp_path / "full")] == [
+        r["loss"] for r in read_metrics(tmp_path / "stopped")
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_under_torchrun_two_processes_and_exact_resume(tmp_path, synth, make_config):
+    import signal
+
+    from xgenmm_train.distributed import free_port
+
+    steps = 6
+    common = {"train.max_steps": steps, "deepspeed.zero_stage": 2, "checkpoint.resume": "auto"}
+
+    def torchrun(name):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        cmd += ["--master_port", str(free_port()), "-m", "xgenmm_train.cli", "sft", "--config"]
+        return [*cmd, str(tmp_path / f"{name}.yaml")]
+
+    for name in ("full", "stopped"):
+        (tmp_path / f"{name}.yaml").write_text(
+            to_yaml(make_config(tmp_path / name, synth["mixture"], **common))
+        )
+    p = subprocess.run(torchrun("full"), env=_env(), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    # As a cluster preempts a job: SIGTERM to every process of it (torchrun forwards it to the workers too).
+    p = subprocess.Popen(
+        torchrun("stopped"), env=_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    _wait_for_steps(p, tmp_path / "stopped" / "metrics.jsonl", 2)
+    os.killpg(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=600)
+    ckpt = latest_checkpoint(tmp_path / "stopped")
+    assert ckpt is not None, err[-3000:]
+    k = int(ckpt.name.split("-")[1])
+    assert 2 <= k < steps, err[-3000:]
+    assert f"stopped by SIGTERM after optimizer step {k}" in err
+    assert verify_checkpoint(ckpt) is None
+
+    p = subprocess.run(torchrun("stopped"), env=_env(), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resumed from {ckpt} at step {k}" in p.stderr
+    wa = _weights(latest_checkpoint(tmp_path / "full") / "model")
+    wb = _weights(latest_checkpoint(tmp_path / "stopped") / "model")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[n], wb[n]) for n in wa)
