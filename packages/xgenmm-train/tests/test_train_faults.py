@@ -91,12 +91,19 @@ def test_empty_micro_batch_runs_the_step_and_logs_the_sample_once(tmp_path, synt
 
 
 @pytest.mark.slow
-def test_empty_micro_batch_keeps_two_processes_in_step(tmp_path, synth, make_config):
-    """2 processes (ZeRO-2), one of them with an empty micro-batch in one step, against 1 process × 2
-    accumulation steps (the same plan, so the same empty micro-batch): the same weights."""
+@pytest.mark.parametrize("case", ["empty micro-batch", "text-only beside images"])
+def test_empty_micro_batch_keeps_two_processes_in_step(tmp_path, synth, make_config, case):
+    """2 processes (ZeRO-2) against 1 process × 2 accumulation steps (the same plan): the same losses and
+    weights, when one rank's micro-batch is empty in one step, and when one rank's micro-batch is text-only
+    while the other's has images (the synthetic data mixes both; the vision parts train)."""
     from xgenmm_train.distributed import free_port
 
-    data = _dataset_with_a_truncated_image(synth, tmp_path / "data")
+    if case == "empty micro-batch":
+        data, steps, empties = _dataset_with_a_truncated_image(synth, tmp_path / "data"), 60, 1
+    else:
+        records = json.loads(synth["train"].read_text())
+        assert any("image" not in r for r in records) and any("image" in r for r in records)
+        data, steps, empties = synth["mixture"], len(records) // 2, 0
     common = {"train.micro_batch_size": 1, "train.max_steps": "null", "deepspeed.zero_stage": 2}
     two = make_config(tmp_path / "two", data, **common)
     (tmp_path / "two.yaml").write_text(to_yaml(two))
@@ -114,7 +121,7 @@ def test_empty_micro_batch_keeps_two_processes_in_step(tmp_path, synth, make_con
 
     two, one = read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one")
     for rows in (two, one):
-        assert len(rows) == 60 and sum(r["empty_micro_batches"] for r in rows) == 1
+        assert len(rows) == steps and sum(r["empty_micro_batches"] for r in rows) == empties
     for a, b in zip(
         two, one
     ):  # measured: equal to 5e-7 over the 60 steps, the step with the empty one exactly

@@ -14,6 +14,7 @@ from .config import Config
 from .data import build_sft_dataset
 from .errors import TrainError
 from .losses import count_supervised_tokens
+from .modeling import base_model
 from .trainer import StepContext, all_reduce_sum, model_inputs, to_device, train
 
 
@@ -51,6 +52,25 @@ class SFTRecipe:
             self._stand_in = self.collate([item])
         return self._stand_in
 
+    def ce_sum_with_vision(self, engine, batch: dict, device):
+        """`ce_sum`; for a text-only micro-batch while a vision part trains, the stand-in's vision tokens (× 0)
+        are added to the LM's input embeddings first. The backward then gives the vision parameters (zero)
+        gradients in the same order as an image micro-batch does (after the LM's), so ZeRO-2's gradient
+        buckets, filled in that order, match those of an image micro-batch on another rank; the numbers are
+        unchanged (one rank's text-only micro-batch beside another's images used to fail the reduction)."""
+        xgenmm = base_model(engine.module)
+        vision = (*xgenmm.vision_tokenizer.parameters(), *xgenmm.vision_encoder.parameters())
+        if any(batch.get("pixel_values") or []) or not any(p.requires_grad for p in vision):
+            return self.ce_sum(engine, batch)
+        stand_in = to_device(self.stand_in(), device)
+        blocks = xgenmm.encode_images(stand_in["pixel_values"], stand_in["image_sizes"])
+        zero = 0.0 * sum(block.sum() for sample in blocks for block in sample)
+        hook = xgenmm.get_input_embeddings().register_forward_hook(lambda module, args, out: out + zero)
+        try:
+            return self.ce_sum(engine, batch)
+        finally:
+            hook.remove()
+
     def prepare(self, config, engine, dataset, collate, rank, world, device) -> None:
         pass
 
@@ -75,7 +95,7 @@ class SFTRecipe:
                 ctx.empty += 1
                 continue
             batch = to_device(batch, ctx.device)
-            out, ce_sum = self.ce_sum(engine, batch)
+            out, ce_sum = self.ce_sum_with_vision(engine, batch, ctx.device)
             loss = ctx.guard(ce_sum * scale)
             engine.backward(loss, scale_wrt_gas=False)
             ctx.engine_step()
