@@ -18,6 +18,7 @@ from xgenmm_data import (
     StreamMixture,
     caption_text,
     interleaved_text,
+    iter_shard,
     parse_sample,
     split_shards,
 )
@@ -85,6 +86,11 @@ def test_caption_shards_read_as_img2dataset_writes_them(tmp_path):
     assert samples[0]["text"] == f"<image>a shape number {keys[0]}<|endofchunk|>"
     assert all(s["kind"] == "caption" and len(s["images"]) == 1 for s in samples)
     assert samples[2]["images"][0] == image_bytes(2, "WEBP", (56, 24))
+    # pipe: URLs (an object store's CLI) stream the same samples, skipping without seeking
+    piped = [f"pipe:cat {p}" for p in sorted((tmp_path / "caps").glob("*.tar"))]
+    stream = ShardStream({"shuffle": 0, "epochs": 1, "streams": {"caps": {"urls": piped}}})
+    assert [s["key"] for s in stream] == keys
+    assert [key for _, key, _ in iter_shard(piped[1], start=3, stop=5)] == keys[13:15]
 
 
 def test_bad_members_and_unreadable_shards_are_skipped_and_reported(tmp_path, tokenizer, helpers, caplog):

@@ -60,15 +60,16 @@ _MAX_EXAMPLES = 50
 def iter_shard(url: str, start: int = 0, stop: int | None = None):
     """Yield `(index, key, parts)` for the samples of one shard in tar order (`parts`: {extension: bytes},
     e.g. {"jpg": ..., "txt": ...}), from sample `start` up to `stop` (exclusive). Members of skipped samples
-    are passed over without being read into memory. Members are grouped by key like webdataset
+    are not read: seeked over in local files, streamed past in `pipe:` / http ones. Members are grouped by key like webdataset
     (`base_plus_ext`); `__*` metadata members are ignored. `url`: a path or a `file:`, `pipe:`, http(s) URL
     (webdataset's `gopen`). Open / read errors propagate (the stream reports them by shard name)."""
     stream = wds.gopen(url, "rb")
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*")
+        seekable = getattr(stream, "seekable", lambda: False)()  # local files: skipped members are seeked over
+        tar = tarfile.open(fileobj=stream, mode="r:*" if seekable else "r|*")
         index, key, parts = -1, None, {}
         for member in tar:
-            tar.members = []  # stream mode would keep every TarInfo
+            tar.members = []  # tarfile would keep every TarInfo
             if not member.isreg() or os.path.basename(member.name).startswith("__"):
                 continue
             prefix, ext = base_plus_ext(member.name)
