@@ -90,7 +90,15 @@ def test_caption_shards_read_as_img2dataset_writes_them(tmp_path):
     piped = [f"pipe:cat {p}" for p in sorted((tmp_path / "caps").glob("*.tar"))]
     stream = ShardStream({"shuffle": 0, "epochs": 1, "streams": {"caps": {"urls": piped}}})
     assert [s["key"] for s in stream] == keys
-    assert [key for _, key, _ in iter_shard(piped[1], start=3, stop=5)] == keys[13:15]
+    assert [key for _, key, *_ in iter_shard(piped[1], start=3, stop=5)] == keys[13:15]
+    assert [i for i, *_ in iter_shard(piped[1], only={2, 7})] == [2, 7]
+    # in a local shard the reader jumps to known sample starts (resume); the byte offsets agree with a stream
+    local = sorted((tmp_path / "caps").glob("*.tar"))[1]
+    full = list(iter_shard(local))
+    assert [x[3:] for x in iter_shard(piped[1])] == [x[3:] for x in full] and full[0][3] == 0
+    at = {i: begin for i, _, _, begin, _ in full}
+    assert list(iter_shard(local, only={2, 7}, at={2: at[2], 7: at[7]})) == [full[2], full[7]]
+    assert list(iter_shard(local, start=5, at={5: full[4][4]})) == full[5:]
 
 
 def test_bad_members_and_unreadable_shards_are_skipped_and_reported(tmp_path, tokenizer, helpers, caplog):

@@ -57,34 +57,76 @@ STATE_VERSION = 1
 _MAX_EXAMPLES = 50
 
 
-def iter_shard(url: str, start: int = 0, stop: int | None = None):
-    """Yield `(index, key, parts)` for the samples of one shard in tar order (`parts`: {extension: bytes},
-    e.g. {"jpg": ..., "txt": ...}), from sample `start` up to `stop` (exclusive). Members of skipped samples
-    are not read: seeked over in local files, streamed past in `pipe:` / http ones. Members are grouped by key like webdataset
-    (`base_plus_ext`); `__*` metadata members are ignored. `url`: a path or a `file:`, `pipe:`, http(s) URL
-    (webdataset's `gopen`). Open / read errors propagate (the stream reports them by shard name)."""
-    stream = wds.gopen(url, "rb")
+def _group(members, read, first: int, start: int, stop, only):
+    """Group tar members by key (webdataset's `base_plus_ext`) -> (index, key, parts, start_byte, end_byte);
+    `first`: index of the first sample the members begin with. `__*` metadata members are ignored."""
+    index, key, parts, begin, end, wanted = first - 1, None, {}, 0, 0, False
+    for member in members:
+        if not member.isreg() or os.path.basename(member.name).startswith("__"):
+            continue
+        prefix, ext = base_plus_ext(member.name)
+        if prefix is None:
+            continue
+        if prefix != key:
+            if key is not None and wanted:
+                yield index, key, parts, begin, end
+            index, key, parts, begin = index + 1, prefix, {}, member.offset
+            if stop is not None and index >= stop:
+                return
+            wanted = index >= start and (only is None or index in only)
+        if wanted:
+            parts[ext.lower()] = read(member)
+        end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    if key is not None and wanted:
+        yield index, key, parts, begin, end
+
+
+def _members_from(tar: tarfile.TarFile, byte: int):
+    """The members of a seekable tar from the header at `byte` on (`TarInfo.fromtarfile`)."""
+    while True:
+        tar.fileobj.seek(byte)
+        try:
+            member = tarfile.TarInfo.fromtarfile(tar)
+        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):
+            return
+        yield member
+        byte = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def iter_shard(url: str, start: int = 0, stop: int | None = None, only=None, at: dict | None = None):
+    """Yield `(index, key, parts, start_byte, end_byte)` for the samples of one shard in tar order (`parts`:
+    {extension: bytes}, e.g. {"jpg": ..., "txt": ...}; the bytes: where the sample's members begin and end in
+    the tar), from sample `start` up to `stop` (exclusive), only the indices in `only` if given. Members are
+    grouped by key like webdataset (`base_plus_ext`); `__*` metadata members are ignored.
+
+    Skipped samples are not read. `at` = {index: start_byte} of samples seen before: in a local file the reader
+    jumps straight to them (resume); `pipe:` / http streams are read past instead. `url`: a path or a `file:`,
+    `pipe:`, http(s) URL (webdataset's `gopen`). Open / read errors propagate (the stream reports the shard)."""
+    stream = wds.gopen(str(url), "rb")
     try:
-        seekable = getattr(stream, "seekable", lambda: False)()  # local files: skipped members are seeked over
+        seekable = getattr(stream, "seekable", lambda: False)()
         tar = tarfile.open(fileobj=stream, mode="r:*" if seekable else "r|*")
-        index, key, parts = -1, None, {}
-        for member in tar:
-            tar.members = []  # tarfile would keep every TarInfo
-            if not member.isreg() or os.path.basename(member.name).startswith("__"):
+
+        def read(member):
+            return tar.extractfile(member).read()
+
+        if not (seekable and at):
+            members = (m for m in tar if not setattr(tar, "members", []))  # tarfile would keep every TarInfo
+            yield from _group(members, read, 0, start, stop, only)
+            return
+        wanted = sorted(only) if only is not None else [start]
+        done = start - 1
+        for w in wanted:
+            if w <= done or w < start or (stop is not None and w >= stop):
                 continue
-            prefix, ext = base_plus_ext(member.name)
-            if prefix is None:
-                continue
-            if prefix != key:
-                if key is not None and index >= start:
-                    yield index, key, parts
-                index, key, parts = index + 1, prefix, {}
-                if stop is not None and index >= stop:
-                    return
-            if index >= start:
-                parts[ext.lower()] = tar.extractfile(member).read()
-        if key is not None and index >= start:
-            yield index, key, parts
+            begin = w if w in at else max((i for i in at if i <= w), default=None)  # nearest known start
+            first, byte = (begin, at[begin]) if begin is not None else (0, 0)
+            sub = {w} if only is not None else None
+            for sample in _group(
+                _members_from(tar, byte), read, first, w, stop if sub is None else w + 1, sub
+            ):
+                done = sample[0]
+                yield sample
     finally:
         stream.close()
 
@@ -205,7 +247,8 @@ class StreamMixture:
 
 class _SourceReader:
     """One source on one (rank, worker): its shard list per epoch, the read position and the shuffle buffer.
-    Buffer entries are (shard, index, key, parts), shard = position in this worker's list of the epoch."""
+    Buffer entries are (shard, index, key, parts, byte), shard = position in this worker's list of the epoch,
+    byte = where the sample starts in the tar; `byte` of the reader = where sample `offset` starts."""
 
     def __init__(
         self, source: StreamSource, mixture: StreamMixture, rank, world_size, worker, num_workers, log
@@ -215,7 +258,7 @@ class _SourceReader:
         self.seed, self.epochs = mixture.seed, mixture.epochs
         self.split = (rank, world_size, worker, num_workers)
         self.log = log
-        self.epoch = self.shard = self.offset = self.draws = self.read = 0
+        self.epoch = self.shard = self.offset = self.byte = self.draws = self.read = 0
         self.finished = False
         self.buffer: list = []
         self._iter = None
@@ -245,22 +288,22 @@ class _SourceReader:
             url = shards[self.shard]
             try:
                 if self._iter is None:
-                    self._iter = iter_shard(url, start=self.offset)
-                index, key, parts = next(self._iter)
+                    self._iter = iter_shard(url, start=self.offset, at={self.offset: self.byte})
+                index, key, parts, begin, end = next(self._iter)
             except StopIteration:
                 index = None
             except Exception as e:  # cannot open / truncated / not a tar: report the shard, go on
                 self.log.shard_error(url, f"{type(e).__name__}: {e} (after {self.offset} sample(s))")
                 index = None
             if index is None:
-                self._iter, self.shard, self.offset = None, self.shard + 1, 0
+                self._iter, self.shard, self.offset, self.byte = None, self.shard + 1, 0, 0
                 continue
-            self.offset = index + 1
-            return self.shard, index, key, parts
+            self.offset, self.byte = index + 1, end
+            return self.shard, index, key, parts, begin
         return None
 
     def next(self):
-        """The next raw sample (shard, index, key, parts) of this source, or None once it has finished."""
+        """The next raw sample (shard, index, key, parts, byte) of this source, or None once it has finished."""
         while not self.finished:
             while len(self.buffer) < self.size:
                 raw = self._read()
@@ -282,7 +325,7 @@ class _SourceReader:
                 )
                 self.finished = True
                 break
-            self.epoch, self.shard, self.offset, self.read = self.epoch + 1, 0, 0, 0
+            self.epoch, self.shard, self.offset, self.byte, self.read = self.epoch + 1, 0, 0, 0, 0
             self.finished = self.epochs is not None and self.epoch >= self.epochs
         return None
 
@@ -291,16 +334,17 @@ class _SourceReader:
             "epoch": self.epoch,
             "shard": self.shard,
             "offset": self.offset,
+            "byte": self.byte,
             "draws": self.draws,
             "read": self.read,
             "finished": self.finished,
-            "buffer": [[s, i] for s, i, _, _ in self.buffer],
+            "buffer": [[s, i, b] for s, i, _, _, b in self.buffer],
         }
 
     def restore(self, state: dict, fetched: dict) -> None:
-        for k in ("epoch", "shard", "offset", "draws", "read", "finished"):
+        for k in ("epoch", "shard", "offset", "byte", "draws", "read", "finished"):
             setattr(self, k, state[k])
-        self.buffer = [(s, i, *fetched[(self.name, self.epoch, s, i)]) for s, i in state["buffer"]]
+        self.buffer = [(s, i, *fetched[(self.name, self.epoch, s, i)], b) for s, i, b in state["buffer"]]
         self._iter = None
 
 
@@ -473,14 +517,14 @@ class _WorkerStream:
 
     def _restore(self, state: dict) -> None:
         by_name = {r.name: r for r in self.readers}
-        refs = [tuple(ref) for ref in state["pending"]]
+        refs = [tuple(ref) for ref in state["pending"]]  # (source, epoch, shard, index, byte)
         for name, s in state["sources"].items():
-            refs += [(name, s["epoch"], shard, index) for shard, index in s["buffer"]]
+            refs += [(name, s["epoch"], *ref) for ref in s["buffer"]]
         fetched = self._fetch(refs, by_name)
         for name, s in state["sources"].items():
             by_name[name].restore(s, fetched)
         for ref in state["pending"]:
-            key, parts = fetched[tuple(ref)]
+            key, parts = fetched[tuple(ref[:4])]
             url = by_name[ref[0]].shards(ref[1])[ref[2]]
             item = self._process(by_name[ref[0]], url, key, parts, count=False)
             if item is None:
@@ -489,22 +533,21 @@ class _WorkerStream:
         self.draws = state["draws"]
 
     def _fetch(self, refs, by_name) -> dict:
-        """Re-read the samples `refs` = (source, epoch, shard, index) -> {ref: (key, parts)}."""
+        """Re-read the samples `refs` = (source, epoch, shard, index, byte) -> {ref[:4]: (key, parts)}."""
         groups: dict = {}
-        for ref in refs:
-            groups.setdefault(ref[:3], set()).add(ref[3])
+        for name, epoch, shard, index, byte in refs:
+            groups.setdefault((name, epoch, shard), {})[index] = byte
         out = {}
-        for (name, epoch, shard), indices in groups.items():
+        for (name, epoch, shard), at in groups.items():
             url = by_name[name].shards(epoch)[shard]
             try:
-                for index, key, parts in iter_shard(url, start=min(indices), stop=max(indices) + 1):
-                    if index in indices:
-                        out[(name, epoch, shard, index)] = (key, parts)
+                for index, key, parts, _, _ in iter_shard(url, min(at), max(at) + 1, only=set(at), at=at):
+                    out[(name, epoch, shard, index)] = (key, parts)
             except Exception as e:
                 raise DataError(
                     [f"cannot resume: shard {url} is unreadable ({type(e).__name__}: {e})"]
                 ) from None
-            missing = sorted(indices - {i for n, e, s, i in out if (n, e, s) == (name, epoch, shard)})
+            missing = sorted(i for i in at if (name, epoch, shard, i) not in out)
             if missing:
                 raise DataError([f"cannot resume: shard {url} has no sample(s) {missing[:5]} any more"])
         return out
@@ -565,14 +608,14 @@ class _WorkerStream:
             raw = reader.next()
             if raw is None:
                 continue
-            shard, index, key, parts = raw
+            shard, index, key, parts, byte = raw
             self.log.samples += 1
             url = reader.shards(reader.epoch)[shard]
             item = self._process(reader, url, key, parts)
             if item is None:
                 self._check_bad_fraction()
                 continue
-            self.batcher.pool.append(([reader.name, reader.epoch, shard, index], item))
+            self.batcher.pool.append(([reader.name, reader.epoch, shard, index, byte], item))
             while self.batcher.ready():
                 yield self._emit(self.batcher.pop())
         while self.batcher.pool:
