@@ -2,6 +2,8 @@
 
 xgenmm-train                                   embedded default SFT (tiny model, synthetic data, CPU)
 xgenmm-train dpo                               embedded default DPO (from the default SFT weights)
+xgenmm-train pretrain                          embedded default pre-training (composed tiny model, synthetic shards)
+xgenmm-train pretrain --config X.yaml key=v    a real pre-training job on webdataset shards
 xgenmm-train sft --config X.yaml key.sub=v     a real SFT job (launch under torchrun/deepspeed for GPUs)
 xgenmm-train dpo --config X.yaml key.sub=v     a real DPO job
 xgenmm-train [sft|dpo] [--config X.yaml] --print-config [overrides]   show the merged config and exit
@@ -29,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "args",
         nargs="*",
-        metavar="[sft|dpo] [key.sub=value ...]",
+        metavar="[sft|dpo|pretrain] [key.sub=value ...]",
         help="the task (default: the embedded SFT demo), then dotted overrides, e.g. train.lr=1e-4",
     )
     return p
@@ -38,11 +40,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_intermixed_args(argv)
     rest = list(args.args)
-    args.task = rest.pop(0) if rest and rest[0] in ("sft", "dpo") else None
+    args.task = rest.pop(0) if rest and rest[0] in ("sft", "dpo", "pretrain") else None
     args.overrides = rest
     task = args.task or "sft"
     try:
-        if args.config is None:
+        if args.config is None and task == "pretrain":
+            from .default_pretrain import default_pretrain_config
+
+            config = default_pretrain_config(args.overrides)
+        elif args.config is None:
             from .default_run import default_dpo_config, default_sft_config
 
             config = (default_dpo_config if task == "dpo" else default_sft_config)(args.overrides)
@@ -54,10 +60,18 @@ def main(argv=None) -> int:
     if args.print_config:
         print(to_yaml(config), end="")
         return 0
-    if args.config is None:
+    if args.config is None and task == "pretrain":
+        from .default_pretrain import run_default_pretrain
+
+        run_default_pretrain(args.overrides)
+    elif args.config is None:
         from .default_run import run_default_dpo, run_default_sft
 
         (run_default_dpo if task == "dpo" else run_default_sft)(args.overrides)
+    elif config.task == "pretrain":
+        from .pretrain import run_pretrain
+
+        run_pretrain(config)
     elif config.task == "dpo":
         from .dpo import run_dpo
 

@@ -91,6 +91,40 @@ def step_loader(dataset: Dataset, collate_fn, plan: list, start: int, rank: int,
     )
 
 
+class PlanSteps:
+    """The optimizer steps of a map-style dataset (SFT, DPO): the step plan of each epoch, sliced on resume.
+
+    The trainer asks a *step source* for `steps_per_epoch`, `epoch_steps(epoch, start)` (this rank's lists of
+    `grad_accum` micro-batches, from plan step `start` to the end of the epoch), `state_dict()` (the data
+    position beyond the step counter, stored in the trainer checkpoint; None here: the step is the position) and
+    `load_state_dict(state)`. `pretrain.StreamSteps` is the streamed counterpart."""
+
+    def __init__(self, config: Config, dataset, collate_fn, rank: int, world_size: int):
+        self.config, self.dataset, self.collate_fn = config, dataset, collate_fn
+        self.rank, self.world_size = rank, world_size
+        self.steps_per_epoch = len(build_plan(config, dataset.lengths, world_size, 0))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{config.data.path}: not enough samples for one optimizer step")
+
+    def describe(self) -> str:
+        return f"{len(self.dataset)} samples, {self.steps_per_epoch} steps/epoch"
+
+    def epoch_steps(self, epoch: int, start: int):
+        plan = build_plan(self.config, self.dataset.lengths, self.world_size, epoch)
+        loader = step_loader(
+            self.dataset, self.collate_fn, plan, start, self.rank, self.world_size, self.config
+        )
+        batches = iter(loader)
+        for _ in range(start, len(plan)):
+            yield [next(batches) for _ in range(self.config.train.grad_accum)]
+
+    def state_dict(self):
+        return None
+
+    def load_state_dict(self, state) -> None:
+        pass
+
+
 # ---------------------------------------------------------------------------------------------------------
 # preference data (DPO)
 
@@ -198,6 +232,7 @@ class PreferenceCollator:
 
 
 __all__ = [
+    "PlanSteps",
     "PreferenceCollator",
     "PreferenceDataset",
     "build_plan",
