@@ -1,4 +1,4 @@
-"""``xgenmm-train``: SFT and DPO from a YAML config plus dotted overrides, or the embedded default runs.
+"""``xgenmm-train``: pre-training, SFT and DPO from a YAML config plus dotted overrides, or the embedded default runs.
 
 xgenmm-train                                   embedded default SFT (tiny model, synthetic data, CPU)
 xgenmm-train dpo                               embedded default DPO (from the default SFT weights)
@@ -6,7 +6,7 @@ xgenmm-train pretrain                          embedded default pre-training (co
 xgenmm-train pretrain --config X.yaml key=v    a real pre-training job on webdataset shards
 xgenmm-train sft --config X.yaml key.sub=v     a real SFT job (launch under torchrun/deepspeed for GPUs)
 xgenmm-train dpo --config X.yaml key.sub=v     a real DPO job
-xgenmm-train [sft|dpo] [--config X.yaml] --print-config [overrides]   show the merged config and exit
+xgenmm-train [sft|dpo|pretrain] [--config X.yaml] --print-config [overrides]   show the merged config and exit
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .config import ConfigError, load_config, to_yaml
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="xgenmm-train",
-        description="Train xGen-MM models (SFT / DPO) on DeepSpeed. Without a command: the embedded default run.",
+        description="Train xGen-MM models (pre-training / SFT / DPO) on DeepSpeed. Without a command: the embedded default run.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )

@@ -5,7 +5,7 @@ An unknown key or a value of the wrong type raises :class:`ConfigError` naming t
 
 Layout of a config (every field has a default; see the shipped YAMLs under ``configs/``)::
 
-    task: sft | dpo
+    task: sft | dpo | pretrain
     run_dir: runs/my-run            # checkpoints, metrics.jsonl, loss.png, summary
     model:      what to build or load, which parts train
     data:       where the records are, template, batching

@@ -168,9 +168,8 @@ def train(config: Config, recipe) -> dict:
             "world_size": world,
             "metrics": last_metrics,
         }
-        data_state = (
-            source.state_dict()
-        )  # every rank takes part (pretrain gathers the ranks' stream positions)
+        # every rank takes part (pretrain gathers the ranks' stream positions)
+        data_state = source.state_dict()
         if data_state is not None:
             trainer_state["data"] = data_state
         return save_checkpoint(
