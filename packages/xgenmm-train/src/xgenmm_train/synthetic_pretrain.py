@@ -10,6 +10,8 @@ renderer, ``synthetic.draw_single``) and writes, in the formats real pre-trainin
     out_dir/mixture.yaml                      the stream mixture: captions 0.6, interleaved 0.4
     out_dir/heldout/000000.png ..., heldout.json   held-out pictures {image, colour, shape, position, caption}
 
+Pictures: 64 or 80 px square canvases, one shape in one quadrant, in its colour with a white rim.
+
 A caption names the colour, the shape and the position: ``a red circle in the top left``. A document is a title
 line, then two or three pictures each followed by its caption. Attributes and their chance level:
 colour (6, 16.7 %), shape (4, 25 %), position (4 quadrants, 25 %).
@@ -22,9 +24,11 @@ import json
 import random
 from pathlib import Path
 
-from .synthetic import COLOURS, POSITIONS, SHAPES, SQUARE_SIZES, draw_single
+from PIL import ImageDraw
 
-VERSION = "1"  # bump when the generated data changes (the default run regenerates an older one)
+from .synthetic import COLOURS, POSITIONS, SHAPES, _canvas, _draw_shape, _quadrant_box
+
+VERSION = "2"  # bump when the generated data changes (the default run regenerates an older one)
 ATTRIBUTES = {"colour": list(COLOURS), "shape": SHAPES, "position": POSITIONS}
 CHANCE = {name: 1 / len(values) for name, values in ATTRIBUTES.items()}
 TITLES = ["Some shapes.", "Shapes on a dark background.", "A page of pictures.", "Look at these."]
@@ -43,9 +47,25 @@ def parse_caption(text: str) -> dict:
     return found
 
 
+SIZES = [(64, 64), (80, 80)]  # square: the 2x2 anyres grid of the demo's 32 px crops, one quadrant per crop
+
+
+def draw_picture(rng: random.Random, colour: str, shape: str, position: str):
+    """One shape filling most of one quadrant of a dark square canvas (the SFT demo's renderer), in its colour
+    with a 2 px white rim: the rim gives every colour the same outline, so the tiny random vision tower learns
+    the shapes in minutes (without it the shape stayed at chance for 340 steps, measured)."""
+    image = _canvas(rng, SIZES)
+    box = _quadrant_box(rng, *image.size, POSITIONS.index(position), rng.uniform(0.42, 0.46))
+    draw = ImageDraw.Draw(image)
+    _draw_shape(draw, shape, box, (255, 255, 255))
+    x0, y0, x1, y1 = box
+    _draw_shape(draw, shape, (x0 + 2, y0 + 2, x1 - 2, y1 - 2), COLOURS[colour])
+    return image
+
+
 def _picture(rng: random.Random):
     colour, shape, position = rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(POSITIONS)
-    return draw_single(rng, colour, shape, position, SQUARE_SIZES), colour, shape, position
+    return draw_picture(rng, colour, shape, position), colour, shape, position
 
 
 def _png(image) -> bytes:
