@@ -25,7 +25,13 @@ ROOT = Path(__file__).resolve().parents[3]
 DOC, README = ROOT / "docs" / "sections" / "train.md", ROOT / "packages" / "xgenmm-train" / "README.md"
 PRETRAIN = dict(
     {"train.max_steps": 2, "train.precision": "fp32", "train.micro_batch_size": 1, "model.num_latents": 4},
-    **{"model.sampler": "{depth:1,heads:2,dim_head:16,ff_mult:2}", "model.gradient_checkpointing": "false"},
+    **{
+        "model.sampler.depth": 1,
+        "model.sampler.heads": 2,
+        "model.sampler.dim_head": 16,
+        "model.sampler.ff_mult": 2,
+    },
+    **{"model.gradient_checkpointing": "false"},
     **{"data.num_workers": 0, "data.pack_tokens": 512, "data.pack_pool": 4, "logging.progress_bar": "false"},
 )
 SFT = {"train.max_steps": 1, "train.precision": "fp32", "train.micro_batch_size": 2, "data.num_workers": 0}
