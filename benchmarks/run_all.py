@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 # (script, what it measures) in the order of BENCHMARKS.md.
 CPU_SUITE = [
     ("bench_data.py", "data pipeline samples/s and padding efficiency"),
+    ("bench_stream.py", "streamed caption shards vs the JSON path, exact-resume cost"),
     ("bench_anyres.py", "anyres image processor vs the original procedure"),
     ("bench_sampler.py", "perceiver forward+backward, SDPA vs explicit math"),
     ("bench_text_only.py", "vision crops encoded per text-only record"),
@@ -53,6 +54,18 @@ HEADLINES = {
         ("padding efficiency, plain batches", "padding_efficiency.plain_batches", None),
         ("padding efficiency, length-grouped", "padding_efficiency.length_grouped", None),
         ("padding efficiency, packed", "padding_efficiency.packing", ">= 0.97"),
+    ],
+    "bench_stream.py": [
+        (
+            "stream / JSON samples/s, one worker, 640x480",
+            "throughput_one_worker.stream_vs_json_samples_per_s",
+            ">= 1",
+        ),
+        ("stream samples/s, one worker", "throughput_one_worker.stream.samples_per_s", None),
+        ("JSON path samples/s, one worker", "throughput_one_worker.json.samples_per_s", None),
+        ("resume s at sample 7,500 of 10,000", "resume.raw.resume_s", None),
+        ("replay s to sample 7,500 (no resume state)", "resume.raw.replay_s", None),
+        ("resumed stream yields the same next sample", "resume.raw.same_next_sample", "== True"),
     ],
     "bench_anyres.py": [
         (

@@ -41,13 +41,68 @@ def test_documented_commands_run_as_written(tmp_path):
         for line in body.splitlines()
         if line.startswith("xgenmm-data")
     ]
-    assert len(commands) == 3
+    assert len(commands) == 4
     for cmd in commands:
         r = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
         assert r.returncode == 0, (cmd, r.stdout, r.stderr)
         if " check " in cmd:
             assert re.search(r"\n0 problem\(s\) in [67] record\(s\)", r.stdout), r.stdout
     assert list((tmp_path / "shards").glob("shard-*.tar"))
+    assert [p.name for p in (tmp_path / "shards" / "docs").glob("*.tar")] == ["docs-000000.tar"]
+
+
+def _img2dataset_shards(folder, n_shards=2, per_shard=6):
+    """What img2dataset writes: KEY.jpg + KEY.txt + KEY.json with the caption."""
+    import io
+    import json
+
+    import webdataset as wds
+
+    folder.mkdir(parents=True)
+    for s in range(n_shards):
+        with wds.TarWriter(str(folder / f"{s:05d}.tar")) as w:
+            for i in range(per_shard):
+                buf = io.BytesIO()
+                Image.new("RGB", (64 + 16 * i, 48), (20 * i, 100, 50)).save(buf, format="JPEG")
+                cap = f"a photo number {s} {i}"
+                meta = {"caption": cap, "key": f"{s:05d}{i:04d}", "status": "success"}
+                w.write(
+                    {
+                        "__key__": meta["key"],
+                        "jpg": buf.getvalue(),
+                        "txt": cap.encode(),
+                        "json": json.dumps(meta).encode(),
+                    }
+                )
+
+
+@pytest.mark.skipif(not DOC.exists(), reason="docs/ not present (package installed alone)")
+def test_documented_pretrain_stream_runs_as_written(tmp_path, tokenizer, helpers, monkeypatch):
+    _materialise(tmp_path)
+    _img2dataset_shards(tmp_path / "captions")
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["shard", "--interleaved", "data/docs.jsonl", "--image-root", "images", "--out", "shards/docs/"])
+        == 0
+    )
+    code = next(
+        body for lang, body in _blocks(DOC.read_text()) if lang == "python" and "ShardStream(" in body
+    )
+    scope = {
+        "tokenizer": tokenizer,
+        "image_processor": helpers.TinyProcessor(),
+        "vision_tokens_for": helpers.vision_tokens,
+        "max_steps": 5,
+        "checkpoint": {},
+    }
+    exec(code, scope)
+    stream, state = scope["stream"], scope["checkpoint"]["data"]
+    assert state["num_workers"] == 2 and all(
+        w["sources"].keys() == {"captions", "interleaved"} for w in state["workers"]
+    )
+    assert stream.report()["bad"] == {}
+    batch = next(iter(scope["loader"]))  # the resumed loader goes on
+    assert batch["input_ids"].shape[0] <= 2 and "stream_state" in batch
 
 
 def test_check_reports_problems_per_source(tmp_path, capsys):

@@ -11,7 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates_and_documents_its_launch(path):
     config = load_config(path)
-    assert config.task in ("sft", "dpo")
+    assert config.task in ("sft", "dpo", "pretrain")
     header = path.read_text().split("\n\n")[0]
     assert "xgenmm-train" in header  # the launch command is in the header comment
 

@@ -2,6 +2,7 @@
 
     xgenmm-data check mix.yaml [--path-map paths.yaml] [--image-root DIR] [--tokenizer DIR]
     xgenmm-data shard --mixture mix.yaml --out shards/ --max-size 1GB
+    xgenmm-data shard --interleaved docs.jsonl --out shards/ [--image-root DIR]
 
 Exit status: 0 = clean / written, 1 = problems found (check) or records skipped above the limit (shard),
 2 = fatal (missing data file, unreadable JSON, bad arguments).
@@ -51,8 +52,41 @@ def cmd_check(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_shard_interleaved(args) -> int:
+    from .interleaved import write_interleaved_shards
+
+    try:
+        info = write_interleaved_shards(
+            args.interleaved,
+            args.out,
+            image_root=args.image_root,
+            max_size=args.max_size,
+            max_count=args.max_count,
+            prefix=args.prefix or "docs",
+        )
+    except OSError as e:
+        print(f"FATAL: {args.interleaved}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    print(f"wrote {info['written']} documents to {len(info['shards'])} shard(s) in {args.out}")
+    for reason, n in info["skipped_by_reason"].items():
+        print(f"  skipped {n}: {reason}")
+    for line, reason in info["skipped_lines"][: args.max_examples]:
+        print(f"    {args.interleaved} line {line}: {reason}")
+    total = info["written"] + info["skipped"]
+    if not info["written"] or info["skipped"] / total > args.max_bad_fraction:
+        print(
+            f"FAILED: {info['skipped']} of {total} documents skipped (> {args.max_bad_fraction:.2%})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def cmd_shard(args) -> int:
     from .shards import write_shards
+
+    if args.interleaved:
+        return cmd_shard_interleaved(args)
 
     try:
         refs = _mixture(args).load()
@@ -60,7 +94,12 @@ def cmd_shard(args) -> int:
         print("FATAL:\n" + "\n".join(f"  {p}" for p in e.problems), file=sys.stderr)
         return 2
     info = write_shards(
-        refs, args.out, max_size=args.max_size, max_count=args.max_count, max_images=args.max_images
+        refs,
+        args.out,
+        max_size=args.max_size,
+        max_count=args.max_count,
+        max_images=args.max_images,
+        prefix=args.prefix or "shard",
     )
     print(f"wrote {info['written']} samples to {len(info['shards'])} shard(s) in {args.out}")
     for reason, n in info["skipped_by_reason"].items():
@@ -103,7 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("shard", help="write webdataset tar shards of a mixture")
     s.add_argument("mixture", nargs="?")
     s.add_argument("--mixture", dest="mixture_opt")
+    s.add_argument(
+        "--interleaved",
+        help="OBELICS-style JSONL of documents ({texts: [...], images: [...]}) instead of a mixture",
+    )
     s.add_argument("--out", required=True)
+    s.add_argument("--prefix", help="shard file prefix (shard / docs)")
+    s.add_argument("--max-examples", type=int, default=20, help="skipped lines to list (--interleaved)")
     s.add_argument("--max-size", default="1GB")
     s.add_argument("--max-count", type=int, default=100_000)
     s.add_argument("--max-bad-fraction", type=float, default=0.01)
@@ -117,7 +162,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.mixture = args.mixture or args.mixture_opt
-    if not args.mixture:
+    if args.mixture and getattr(args, "interleaved", None):
+        parser.error("give either a mixture or --interleaved, not both")
+    if not args.mixture and not getattr(args, "interleaved", None):
         parser.error("give a mixture YAML, data file or folder")
     return args.func(args)
 

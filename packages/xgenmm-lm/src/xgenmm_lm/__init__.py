@@ -9,6 +9,7 @@ between layouts.
 from .auto import (
     register as register_auto_classes,  # AutoConfig / AutoModelForImageTextToText / AutoProcessor
 )
+from .compose import compose_model
 from .configuration import SIGLIP_SO400M_384, XGenMMConfig, default_grids, phi3_mini_config
 from .losses import shifted_cross_entropy, shifted_token_logps, supervised_token_logps
 from .modeling import XGenMM, XGenMMForConditionalGeneration, XGenMMOutput
@@ -46,6 +47,7 @@ __all__ = [
     "__version__",
     "add_special_tokens",
     "build_tokenizer",
+    "compose_model",
     "default_grids",
     "extend_vocabulary",
     "initial_tokenizer_len",

@@ -255,6 +255,9 @@ class XGenMM(PreTrainedModel, GenerationMixin):
     ) -> list[list[torch.Tensor]]:
         """Vision tokens of every image: per sample, per image `(num_latents · groups, D_lm)`.
 
+        An image given as one crop `(1, 3, S, S)` is a base-resolution image: one group of `num_latents` tokens
+        (pre-training at base resolution); otherwise `1 + cols·rows` anyres crops.
+
         The vision encoder runs once over all crops of the batch, the sampler once over all groups.
         pixel_values: per sample, per image `(Np, 3, S, S)`; image_sizes: per sample, per image original (w, h).
         """
@@ -271,7 +274,9 @@ class XGenMM(PreTrainedModel, GenerationMixin):
             if len(images) != len(sizes):
                 raise ValueError(f"sample {b}: {len(images)} images but {len(sizes)} image_sizes")
             for k, (pixels, wh) in enumerate(zip(images, sizes)):
-                expected = processor.num_crops(tuple(wh))
+                # A single crop is a base-resolution image (anyres always gives 1 + cols·rows >= 2 crops).
+                base_only = pixels.ndim == 4 and pixels.shape[0] == 1
+                expected = 1 if base_only else processor.num_crops(tuple(wh))
                 if (
                     pixels.ndim != 4
                     or tuple(pixels.shape[1:]) != (3, size, size)
@@ -282,7 +287,7 @@ class XGenMM(PreTrainedModel, GenerationMixin):
                         f"({expected}, 3, {size}, {size}) for an image of size {tuple(wh)} (1 base + grid crops)"
                     )
                 flat_pixels.append(pixels)
-                flat_sizes.append(tuple(int(x) for x in wh))
+                flat_sizes.append(None if base_only else tuple(int(x) for x in wh))
             counts.append(len(images))
         if not flat_pixels:
             return [[] for _ in range(batch)]

@@ -1,4 +1,4 @@
-"""xgenmm-train: SFT and DPO of xGen-MM models on DeepSpeed, exact resume, and an embedded CPU demo run.
+"""xgenmm-train: pre-training, SFT and DPO of xGen-MM models on DeepSpeed, exact resume, and an embedded CPU demo run.
 
 from xgenmm_train import load_config, run_sft
 run_sft(load_config("packages/xgenmm-train/configs/default-sft.yaml", ["train.max_steps=20"]))
@@ -16,6 +16,7 @@ from .distributed import build_engine, deepspeed_config, init_distributed
 from .dpo import DPORecipe, run_dpo
 from .errors import EXIT_ERROR, EXIT_PREEMPTED, CheckpointError, Preempted, TrainError
 from .losses import dpo_loss, sequence_logps, sft_loss_sum
+from .pretrain import PretrainRecipe, run_pretrain
 from .sft import SFTRecipe, run_sft
 from .trainer import NonFiniteLoss, train
 
@@ -30,6 +31,7 @@ __all__ = [
     "DPORecipe",
     "NonFiniteLoss",
     "Preempted",
+    "PretrainRecipe",
     "SFTRecipe",
     "build_engine",
     "deepspeed_config",
@@ -40,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "run_dpo",
+    "run_pretrain",
     "run_sft",
     "save_checkpoint",
     "sequence_logps",

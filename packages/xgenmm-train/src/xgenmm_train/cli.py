@@ -1,10 +1,12 @@
-"""``xgenmm-train``: SFT and DPO from a YAML config plus dotted overrides, or the embedded default runs.
+"""``xgenmm-train``: pre-training, SFT and DPO from a YAML config plus dotted overrides, or the embedded default runs.
 
 xgenmm-train                                   embedded default SFT (tiny model, synthetic data, CPU)
 xgenmm-train dpo                               embedded default DPO (from the default SFT weights)
+xgenmm-train pretrain                          embedded default pre-training (composed tiny model, synthetic shards)
+xgenmm-train pretrain --config X.yaml key=v    a real pre-training job on webdataset shards
 xgenmm-train sft --config X.yaml key.sub=v     a real SFT job (launch under torchrun/deepspeed for GPUs)
 xgenmm-train dpo --config X.yaml key.sub=v     a real DPO job
-xgenmm-train [sft|dpo] [--config X.yaml] --print-config [overrides]   show the merged config and exit
+xgenmm-train [sft|dpo|pretrain] [--config X.yaml] --print-config [overrides]   show the merged config and exit
 
 Exit status: 0 done; 2 an error you can fix, printed as one line (config, data, model or checkpoint files, a
 failed checkpoint write, a non-finite loss; --debug or XGENMM_DEBUG=1 shows the traceback); 75 stopped by
@@ -24,7 +26,7 @@ from .errors import EXIT_ERROR, EXIT_PREEMPTED, Preempted, TrainError
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="xgenmm-train",
-        description="Train xGen-MM models (SFT / DPO) on DeepSpeed. Without a command: the embedded default run.",
+        description="Train xGen-MM models (pre-training / SFT / DPO) on DeepSpeed. Without a command: the embedded default run.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
@@ -36,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "args",
         nargs="*",
-        metavar="[sft|dpo] [key.sub=value ...]",
+        metavar="[sft|dpo|pretrain] [key.sub=value ...]",
         help="the task (default: the embedded SFT demo), then dotted overrides, e.g. train.lr=1e-4",
     )
     return p
@@ -45,11 +47,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_intermixed_args(argv)
     rest = list(args.args)
-    args.task = rest.pop(0) if rest and rest[0] in ("sft", "dpo") else None
+    args.task = rest.pop(0) if rest and rest[0] in ("sft", "dpo", "pretrain") else None
     args.overrides = rest
     task = args.task or "sft"
     try:
-        if args.config is None:
+        if args.config is None and task == "pretrain":
+            from .default_pretrain import default_pretrain_config
+
+            config = default_pretrain_config(args.overrides)
+        elif args.config is None:
             from .default_run import default_dpo_config, default_sft_config
 
             config = (default_dpo_config if task == "dpo" else default_sft_config)(args.overrides)
@@ -75,10 +81,18 @@ def main(argv=None) -> int:
 
 
 def _run(args, config, task: str) -> None:
-    if args.config is None:
+    if args.config is None and task == "pretrain":
+        from .default_pretrain import run_default_pretrain
+
+        run_default_pretrain(args.overrides)
+    elif args.config is None:
         from .default_run import run_default_dpo, run_default_sft
 
         (run_default_dpo if task == "dpo" else run_default_sft)(args.overrides)
+    elif config.task == "pretrain":
+        from .pretrain import run_pretrain
+
+        run_pretrain(config)
     elif config.task == "dpo":
         from .dpo import run_dpo
 

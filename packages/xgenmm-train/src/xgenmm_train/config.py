@@ -5,7 +5,7 @@ An unknown key or a value of the wrong type raises :class:`ConfigError` naming t
 
 Layout of a config (every field has a default; see the shipped YAMLs under ``configs/``)::
 
-    task: sft | dpo
+    task: sft | dpo | pretrain
     run_dir: runs/my-run            # checkpoints, metrics.jsonl, loss.png, summary
     model:      what to build or load, which parts train
     data:       where the records are, template, batching
@@ -41,6 +41,16 @@ class ModelConfig:
     # Overrides applied to the tiny config (dotted XGenMMConfig attribute -> value), only for init=tiny.
     tiny_overrides: dict[str, Any] = field(default_factory=dict)
     tiny_vocab_size: int = 400
+    # init=compose (pre-training a new model, see xgenmm_lm.compose_model): any transformers causal LM (folder or
+    # hub id) + a SigLIP tower (folder or id) + a fresh perceiver of `num_latents` latents; `tokenizer`: default the
+    # text model's; `sampler`: other perceiver sizes (depth, heads, dim_head, ff_mult); `compose_overrides`: further
+    # XGenMMConfig fields (regroup_mode, anyres_grids, ...).
+    text_model: str | None = None
+    vision_model: str | None = None
+    tokenizer: str | None = None
+    num_latents: int = 128
+    sampler: dict[str, Any] = field(default_factory=dict)
+    compose_overrides: dict[str, Any] = field(default_factory=dict)
     # Trainable parts (spec §1.8: vision encoder frozen, sampler and LM trained).
     train_vision_encoder: bool = False
     train_vision_tokenizer: bool = True
@@ -77,6 +87,15 @@ class DataConfig:
     # Image resize of the anyres processor: "pil" (bit-identical to the original's pixels) or "torch" (more than
     # twice the images/s per data worker; pixels within 2 levels of 255, see xgenmm_vision.AnyResImageProcessor).
     resize_backend: str = "pil"
+    # Pre-training (task=pretrain; `path` = a stream mixture YAML of webdataset shards, see xgenmm_data.ShardStream):
+    # "anyres" crops or "base" resolution (one crop of the vision tower's size per image); images kept per
+    # sample; items in the packing pool (batching=packed); whether <|endofchunk|> is trained; the fraction of bad
+    # samples (after 100) that stops the run (None = never, they are counted and reported).
+    image_mode: str = "anyres"
+    max_images: int = 4
+    pack_pool: int = 32
+    endofchunk_loss: bool = True
+    max_bad_fraction: float | None = None
 
 
 @dataclass
@@ -168,7 +187,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    task: str = "sft"  # sft | dpo
+    task: str = "sft"  # sft | dpo | pretrain
     run_dir: str = "runs/xgenmm-sft"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -182,8 +201,9 @@ class Config:
 
 
 _CHOICES = {
-    "task": ("sft", "dpo"),
-    "model.init": ("pretrained", "tiny"),
+    "task": ("sft", "dpo", "pretrain"),
+    "model.init": ("pretrained", "tiny", "compose"),
+    "data.image_mode": ("anyres", "base"),
     "data.batching": ("length_grouped", "packed"),
     "data.resize_backend": ("pil", "torch"),
     "train.lr_scheduler": ("cosine", "linear", "constant"),
@@ -274,6 +294,14 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(choices)}")
     if config.model.init == "pretrained" and not config.model.path:
         raise ConfigError("config key 'model.path': required when model.init=pretrained")
+    if config.model.init == "compose":
+        for key in ("text_model", "vision_model"):
+            if not getattr(config.model, key):
+                raise ConfigError(f"config key 'model.{key}': required when model.init=compose")
+    if config.task == "pretrain" and config.train.max_steps <= 0:
+        raise ConfigError(
+            "config key 'train.max_steps': pre-training reads a stream, give the number of steps (> 0)"
+        )
     if not config.data.path:
         raise ConfigError("config key 'data.path': no training data given")
     if config.deepspeed.zero_stage not in (0, 1, 2, 3):

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .config import Config
+from .errors import TrainError
 
 
 def build_sft_dataset(config: Config, tokenizer, model):
@@ -89,6 +90,44 @@ def step_loader(dataset: Dataset, collate_fn, plan: list, start: int, rank: int,
         # pageable memory the copy of a micro-batch's pixels, ~70 MB at 8 images of 5 crops, blocks the step).
         pin_memory=torch.cuda.is_available(),
     )
+
+
+class PlanSteps:
+    """The optimizer steps of a map-style dataset (SFT, DPO): the step plan of each epoch, sliced on resume.
+
+    The trainer asks a *step source* for `steps_per_epoch`, `epoch_steps(epoch, start)` (this rank's lists of
+    `grad_accum` micro-batches, from plan step `start` to the end of the epoch), `state_dict()` (the data
+    position beyond the step counter, stored in the trainer checkpoint; None here: the step is the position) and
+    `load_state_dict(state)`. `pretrain.StreamSteps` is the streamed counterpart."""
+
+    def __init__(self, config: Config, dataset, collate_fn, rank: int, world_size: int):
+        self.config, self.dataset, self.collate_fn = config, dataset, collate_fn
+        self.rank, self.world_size = rank, world_size
+        self.steps_per_epoch = len(build_plan(config, dataset.lengths, world_size, 0))
+        if self.steps_per_epoch == 0:
+            t = config.train
+            raise TrainError(
+                f"{config.data.path}: {len(dataset)} usable samples, not enough for one optimizer step of "
+                f"{world_size} process(es) × {t.grad_accum} × {t.micro_batch_size}; add data or lower the batch size"
+            )
+
+    def describe(self) -> str:
+        return f"{len(self.dataset)} samples, {self.steps_per_epoch} steps/epoch"
+
+    def epoch_steps(self, epoch: int, start: int):
+        plan = build_plan(self.config, self.dataset.lengths, self.world_size, epoch)
+        loader = step_loader(
+            self.dataset, self.collate_fn, plan, start, self.rank, self.world_size, self.config
+        )
+        batches = iter(loader)
+        for _ in range(start, len(plan)):
+            yield [next(batches) for _ in range(self.config.train.grad_accum)]
+
+    def state_dict(self):
+        return None
+
+    def load_state_dict(self, state) -> None:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -204,6 +243,7 @@ class PreferenceCollator:
 
 
 __all__ = [
+    "PlanSteps",
     "PreferenceCollator",
     "PreferenceDataset",
     "build_plan",

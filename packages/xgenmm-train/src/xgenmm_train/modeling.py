@@ -1,4 +1,5 @@
-"""Building the model to train: a released/own checkpoint or a tiny config, trainable parts, LoRA (peft),
+"""Building the model to train: a released/own checkpoint, a tiny config or a model composed from a causal LM
+and a SigLIP tower (pre-training), trainable parts, LoRA (peft),
 and saving weights with ``save_pretrained`` (safetensors; under ZeRO-3 the shards are gathered first)."""
 
 from __future__ import annotations
@@ -68,12 +69,23 @@ def load_pretrained(path, attn: str):
 
 def build_model(config: Config, texts=None, rank: int = 0):
     """→ (model, tokenizer). ``texts``: a callable returning training strings (only for init=tiny)."""
-    from xgenmm_lm import XGenMM, tiny_config, train_tiny_tokenizer
+    from xgenmm_lm import XGenMM, compose_model, tiny_config, train_tiny_tokenizer
 
     m = config.model
     attn = m.attn_implementation
     if m.init == "pretrained":
         model, tokenizer = load_pretrained(m.path, attn)
+    elif m.init == "compose":  # pretrained parts, fresh perceiver (seeded alike on every rank)
+        torch.manual_seed(config.train.seed)
+        model, tokenizer = compose_model(
+            m.text_model,
+            m.vision_model,
+            tokenizer=m.tokenizer,
+            num_latents=m.num_latents,
+            sampler=dict(m.sampler),
+            attn_implementation=attn,
+            **dict(m.compose_overrides),
+        )
     elif (init_dir(config) / "config.json").is_file():
         model, tokenizer = load_pretrained(init_dir(config), attn)
     else:

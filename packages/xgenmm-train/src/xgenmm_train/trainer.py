@@ -26,9 +26,9 @@ import torch
 
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import Config, to_yaml
-from .data import build_plan, step_loader
+from .data import PlanSteps
 from .distributed import build_engine, init_distributed
-from .errors import Preempted, TrainError
+from .errors import Preempted
 from .modeling import all_finite, build_model, count_parameters, save_weights
 from .tracking import MetricsLogger, Timer, plot_loss, summary_table
 
@@ -180,12 +180,10 @@ def train(config: Config, recipe) -> dict:
     model, tokenizer = build_model(config, texts=lambda: recipe.texts(config), rank=rank)
     seed_everything(t.seed + rank)
     dataset, collate = recipe.build_data(config, model, tokenizer)
-    steps_per_epoch = len(build_plan(config, dataset.lengths, world, 0))
-    if steps_per_epoch == 0:
-        raise TrainError(
-            f"{config.data.path}: {len(dataset)} usable samples, not enough for one optimizer step of "
-            f"{world} process(es) × {t.grad_accum} × {t.micro_batch_size}; add data or lower the batch size"
-        )
+    # the recipe's own step source (pretrain: a shard stream), else the step plan of a map-style dataset
+    make_source = getattr(recipe, "step_source", PlanSteps)
+    source = make_source(config, dataset, collate, rank, world)
+    steps_per_epoch = source.steps_per_epoch
     total_steps = steps_per_epoch * t.epochs
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
@@ -196,6 +194,7 @@ def train(config: Config, recipe) -> dict:
     state = {"step": 0, "samples": 0, "tokens": 0, "elapsed": 0.0}
     if resume_path is not None:
         state = load_checkpoint(resume_path, engine, rank)
+        source.load_state_dict(state.get("data"))
         if rank == 0:
             print(f"resumed from {resume_path} at step {state['step']}", file=sys.stderr)
     step = int(state["step"])
@@ -203,7 +202,7 @@ def train(config: Config, recipe) -> dict:
     total, trainable = count_parameters(engine.module)
     if rank == 0:
         print(
-            f"{config.task}: {len(dataset)} samples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
+            f"{config.task}: {source.describe()}, {total_steps} steps, "
             f"{world} process(es) × {t.grad_accum} accumulation × micro-batch {t.micro_batch_size}; "
             f"parameters {total:,} ({trainable:,} trainable)",
             file=sys.stderr,
@@ -226,6 +225,10 @@ def train(config: Config, recipe) -> dict:
             "world_size": world,
             "metrics": last_metrics,
         }
+        # every rank takes part (pretrain gathers the ranks' stream positions)
+        data_state = source.state_dict()
+        if data_state is not None:
+            trainer_state["data"] = data_state
         return save_checkpoint(
             run_dir,
             at_step,
@@ -250,10 +253,7 @@ def train(config: Config, recipe) -> dict:
     with StopSignals() as signals:
         while step < total_steps and not stop_requested:
             epoch, start = divmod(step, steps_per_epoch)
-            plan = build_plan(config, dataset.lengths, world, epoch)
-            batches = iter(step_loader(dataset, collate, plan, start, rank, world, config))
-            for _ in range(start, len(plan)):
-                micro = [next(batches) for _ in range(t.grad_accum)]
+            for micro in source.epoch_steps(epoch, start):
                 ctx = StepContext(engine, device, world, config, step)
                 sums = recipe.train_step(ctx, micro)
                 sums.update(empty_micro_batches=ctx.empty, stop=float(signals.received is not None))
@@ -319,7 +319,7 @@ def train(config: Config, recipe) -> dict:
         ]
         if plot is not None:
             rows.append(("loss plot", str(plot)))
-        nxt = _next_command(config, last_saved)
+        nxt = getattr(recipe, "next_command", _next_command)(config, last_saved)
         if nxt:
             rows.append(("next", nxt))
         print(summary_table(rows), file=sys.stderr)
