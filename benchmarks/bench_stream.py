@@ -1,8 +1,8 @@
 """Streamed pre-training data: caption-shard throughput against the JSON path, and the cost of exact resume.
 Prints one JSON object.
 
-    uv run python benchmarks/bench_stream.py            # full run (~2 min on 2 cores)
-    uv run python benchmarks/bench_stream.py --quick    # smoke run
+    uv run python -m benchmarks.bench_stream            # full run (~2 min on 2 cores)
+    uv run python -m benchmarks.bench_stream --quick    # smoke run
 
 1. samples/s of one worker (torch threads 1, in-process) on the same 640x480 JPEGs and captions:
    * stream: img2dataset-layout caption shards -> `ShardStream` (shuffle buffer 100) -> `PretrainProcessor`
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import webdataset as wds
-from _common import add_standard_args, emit, interleaved, machine_info, resolve_reps
 from PIL import Image
 
+from benchmarks._common import add_standard_args, emit, interleaved, machine_info, resolve_reps
 from xgenmm_data import (
     DataCollator,
     PackedBatchSampler,

@@ -46,7 +46,7 @@ def _overrides(root, mixture, **extra):
         "train.precision": "fp32",
         "train.max_steps": 3,
         "deepspeed.zero_stage": 0,
-        "checkpoint.save_every": 0,
+        "checkpoint.save_every": "null",
         "logging.progress_bar": "false",
         "logging.plot": "false",
     }
