@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
     throughput = {}
     for backend in args.resize_backends:
         processor = AnyResImageProcessor(resize_backend=backend)
-        vtok = lambda size, p=processor: 128 * p.num_vision_groups(size)  # noqa: E731 - 128 latents per group
+        vtok = lambda size, p=processor: 128 * p.num_crops(size)  # noqa: E731 - 128 latents per group
         with tempfile.TemporaryDirectory() as tmp:
             throughput[backend] = bench_throughput(
                 SIZES, per_rep, args.reps, args.warmup, tokenizer, processor, vtok, Path(tmp)

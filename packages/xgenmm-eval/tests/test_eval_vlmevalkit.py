@@ -6,7 +6,7 @@ import time
 import pytest
 
 import xgenmm_lm.inference
-from xgenmm_eval import cli
+from xgenmm_eval import cli, vlmevalkit
 from xgenmm_eval.vlmevalkit import VLMEvalKitMissing, vlm_class
 
 HAVE_VLMEVAL = importlib.util.find_spec("vlmeval") is not None
@@ -83,7 +83,7 @@ def test_generate_passes_images_in_message_order(vlm, image_files, monkeypatch):
         seen.update(prompts=prompts, images=images, kw=kw)
         return real(model, tokenizer, prompts, images, **kw)
 
-    monkeypatch.setattr(xgenmm_lm.inference, "generate_texts", spy)
+    monkeypatch.setattr(vlmevalkit, "generate_texts", spy)
     msg = [
         {"type": "image", "value": str(image_files[1])},
         {"type": "text", "value": "Describe"},
@@ -95,7 +95,7 @@ def test_generate_passes_images_in_message_order(vlm, image_files, monkeypatch):
     assert seen["prompts"][0].endswith("<|user|>\n<image> Describe<image> <|end|>\n<|assistant|>\n")
     assert seen["kw"]["max_new_tokens"] == 6
     # the same prompt and images through the library function give the same (greedy) answer
-    monkeypatch.setattr(xgenmm_lm.inference, "generate_texts", real)
+    monkeypatch.setattr(vlmevalkit, "generate_texts", real)
     assert answer == real(vlm.model, vlm.tokenizer, seen["prompts"], seen["images"], max_new_tokens=6)[0]
     assert "<|end|>" not in answer
 

@@ -55,7 +55,7 @@ def test_vision_encoder_once_per_batch_and_not_for_text_only(model, tokenizer, e
     proc = model.image_processor()
     model(**batch_inputs(model, tokenizer, encode_fn, images))
     assert calls == [sum(proc.num_crops(img.size) for img in images)]
-    assert sampler_calls == [sum(proc.num_vision_groups(img.size) for img in images)]
+    assert sampler_calls == [sum(proc.num_crops(img.size) for img in images)]
     model(**batch_inputs(model, tokenizer, encode_fn, images, which=(2,)))
     assert len(calls) == 1 and len(sampler_calls) == 1
 

@@ -171,7 +171,7 @@ def test_batch_and_counts(make_image):
     assert [p.shape[0] for p in batch.pixel_values] == [3, 4, 5]  # 50x50 fits 64x64 whole at base 32
     for item, size in zip(batch, batch.image_sizes):
         assert item.pixel_values.shape[1:] == (3, 32, 32)
-        assert processor.num_crops(size) == processor.num_vision_groups(size) == item.pixel_values.shape[0]
+        assert processor.num_crops(size) == item.pixel_values.shape[0]
     assert torch.equal(batch[1].pixel_values, processor(images[1]).pixel_values)
 
 

@@ -63,7 +63,7 @@ def test_processor_to_encoder_to_groups():
     batch = processor.batch(images)
     features = encoder(torch.cat(batch.pixel_values))
     groups, masks, n = regroup_anyres_features(features, batch.image_sizes, base_size=32, patch_size=8)
-    assert n == [processor.num_vision_groups(s) for s in batch.image_sizes] == [3, 4]
+    assert n == [processor.num_crops(s) for s in batch.image_sizes] == [3, 4]
     assert groups.shape == (7, 16, 32) and masks.shape == (7, 16)
 
 

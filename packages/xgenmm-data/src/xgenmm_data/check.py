@@ -33,13 +33,17 @@ class CheckReport:
 
     @property
     def num_problems(self) -> int:
+        """Bad records found, over all sources and kinds."""
         return sum(sum(c.values()) for c in self.problems.values())
 
     @property
     def ok(self) -> bool:
+        """True when the mixture loaded and no record is bad."""
         return not self.fatal and self.num_problems == 0
 
     def format(self, max_examples: int = 20) -> str:
+        """The printable report: per-source table of records / bad / problem kinds, image conversions,
+        and the first `max_examples` bad records (file, index, id, reason)."""
         if self.fatal:
             return "FATAL: the run cannot start:\n" + "\n".join(f"  {p}" for p in self.fatal)
         rows = [("source", "records", "bad", "problem", "count")]
@@ -113,6 +117,8 @@ def check_mixture(
     max_images: int = 4,
     decode: bool = True,
 ) -> CheckReport:
+    """Check every record of `mixture` as `SupervisedDataset` would (turns, `<image>` rules, image files, and
+    with a `tokenizer` the tokenized length and labels); counts problems per source instead of raising."""
     report = CheckReport()
     try:
         refs = mixture.load()

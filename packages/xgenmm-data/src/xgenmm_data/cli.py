@@ -15,6 +15,8 @@ import logging
 import sys
 
 from .check import check_mixture
+from .interleaved import write_interleaved_shards
+from .shards import write_shards
 from .sources import DataError, Mixture
 
 
@@ -22,9 +24,9 @@ def _load_tokenizer(path):
     if path is None:
         return None
     try:
-        from transformers import AutoTokenizer  # optional: exact token counts for `check`
+        from transformers import AutoTokenizer  # extra `tokenizer`: exact token counts for `check`
     except ImportError:
-        raise SystemExit("--tokenizer needs transformers: pip install transformers") from None
+        raise SystemExit("--tokenizer needs transformers: pip install 'xgenmm-data[tokenizer]'") from None
     return AutoTokenizer.from_pretrained(path)
 
 
@@ -33,6 +35,7 @@ def _mixture(args) -> Mixture:
 
 
 def cmd_check(args) -> int:
+    """`xgenmm-data check`: print the mixture's report; exit 0 clean, 1 bad records, 2 fatal."""
     try:
         mix = _mixture(args)
     except DataError as e:
@@ -53,8 +56,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_shard_interleaved(args) -> int:
-    from .interleaved import write_interleaved_shards
-
     try:
         info = write_interleaved_shards(
             args.interleaved,
@@ -83,8 +84,7 @@ def cmd_shard_interleaved(args) -> int:
 
 
 def cmd_shard(args) -> int:
-    from .shards import write_shards
-
+    """`xgenmm-data shard`: write the mixture as webdataset shards; 1 when more than --max-bad-fraction skipped."""
     if args.interleaved:
         return cmd_shard_interleaved(args)
 
@@ -115,6 +115,7 @@ def cmd_shard(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `xgenmm-data` argument parser (subcommands `check` and `shard`)."""
     p = argparse.ArgumentParser(prog="xgenmm-data", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Entry point of `xgenmm-data`; returns the exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -38,6 +38,8 @@ class DataCollator:
         return self.collate(batch)
 
     def collate(self, items: list[dict]) -> dict:
+        """Plain batch: `input_ids`, `attention_mask`, `labels` `(B, L)` right-padded, `pixel_values` (B lists of
+        `(Np, 3, S, S)`), `image_sizes` (B lists of (w, h)); None items are dropped."""
         items = [it for it in items if it is not None]
         B, L = len(items), self._width([len(it["input_ids"]) for it in items])
         input_ids = torch.full((B, L), self.pad_token_id, dtype=torch.long)
@@ -57,6 +59,7 @@ class DataCollator:
         }
 
     def collate_packed(self, rows: list[list[dict]]) -> dict:
+        """Packed batch: one row per list of items, plus `position_ids` / `segment_ids` `(B, L)` (module docstring)."""
         rows = [[it for it in row if it is not None] for row in rows]
         rows = [row for row in rows if row]
         B, L = len(rows), self._width([sum(len(it["input_ids"]) for it in row) for row in rows])

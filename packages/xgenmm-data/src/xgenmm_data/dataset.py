@@ -108,6 +108,7 @@ class SupervisedDataset(Dataset):
 
     @property
     def num_bad(self) -> int:
+        """Records skipped so far (at construction and in `__getitem__`)."""
         return sum(self.bad_counts.values())
 
     def _check_fraction(self) -> None:
@@ -126,11 +127,6 @@ class SupervisedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    @property
-    def modality_lengths(self) -> list[int]:
-        """Token lengths, negative for text-only samples (the reference's sign convention, real lengths)."""
-        return [n if img else -n for n, img in zip(self.lengths, self.has_image)]
 
     def __getitem__(self, index):
         """Item dict for an int; a list of items for a list of ints (a packed row). None = bad, skipped."""

@@ -214,6 +214,7 @@ class SampleProcessor:
         return conv, enc
 
     def num_tokens(self, enc, image_sizes) -> int:
+        """LM positions of an encoded sample: text tokens, each `<image>` replaced by `vision_tokens_for((w, h))`."""
         vision = sum(self.vision_tokens_for(s) for s in image_sizes) if image_sizes else 0
         return len(enc.input_ids) - len(image_sizes) + vision
 

@@ -122,7 +122,7 @@ class LengthGroupedSampler(_Plan):
             reference's modality-length convention) unless `modalities` is given.
         batch_size: samples per rank batch; or give `max_tokens_per_batch` for a token budget instead
             (per-rank batch size = budget // longest sample of the batch, at least 1).
-        modalities: optional per-index group key (e.g. `dataset.has_image`).
+        modalities: optional per-index group key (e.g. `SupervisedDataset.has_image`).
     """
 
     def __init__(

@@ -155,6 +155,7 @@ class ShardDataset(IterableDataset):
         self.bad_counts: Counter = Counter()
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds the shard and sample order (call before iterating each epoch)."""
         self.epoch = int(epoch)
 
     def _shards(self, rng: random.Random):

@@ -1,4 +1,6 @@
-"""LLaVA-format sources, the mixture YAML and image path mapping (spec §3.1–§3.3).
+"""The data mixture (spec §3.1–§3.2): sources, record selection and `SampleRef`s with resolved image paths.
+
+Reading the data files is `datafiles.py`, the image path mapping `paths.py` (both re-exported here).
 
 Mixture YAML, reference form (LAVIS `data_configs/example_data_config.yaml`)::
 
@@ -23,8 +25,6 @@ Relative data paths are resolved against the YAML file's folder. For every sourc
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -32,74 +32,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-
-class DataError(Exception):
-    """A fatal data problem (missing data file, unreadable JSON ...). `problems` lists every one found."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# records
-
-
-def _decode(data: bytes, path: Path, start: int = 0) -> str:
-    """UTF-8 text of `data` (bytes from offset `start` of `path`); invalid UTF-8 is a `DataError` naming the
-    byte offset in the file."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(
-            [
-                f"{path}: invalid UTF-8 at byte offset {start + e.start} ({e.reason}); re-encode the file as UTF-8"
-            ]
-        ) from None
-
-
-def _read_json(path: Path) -> list:
-    text = _decode(path.read_bytes(), path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError([f"{path}:{e.lineno}:{e.colno}: unreadable JSON: {e.msg}"]) from None
-    if not isinstance(data, list):
-        raise DataError([f"{path}: expected a JSON list of records, got {type(data).__name__}"])
-    return data
-
-
-def _read_jsonl(path: Path) -> list:
-    records, offset = [], 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = _decode(raw, path, offset)
-            offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError([f"{path}:{lineno}:{e.colno}: unreadable JSON: {e.msg}"]) from None
-    return records
-
-
-def data_files(path: str | os.PathLike) -> list[Path]:
-    """The data files behind `path`: the file itself, or the sorted `*.json`/`*.jsonl` of a folder."""
-    p = Path(path)
-    if p.is_dir():
-        return sorted(q for q in p.iterdir() if q.suffix in (".json", ".jsonl"))
-    if not p.exists():
-        raise DataError([f"{p}: data file not found"])
-    return [p]
-
-
-def load_records(path: str | os.PathLike) -> list[dict]:
-    """Records of a `.json` list, a `.jsonl` file, or a folder of them (concatenated in name order)."""
-    records = []
-    for f in data_files(path):
-        records.extend(_read_jsonl(f) if f.suffix == ".jsonl" else _read_json(f))
-    return records
+from .datafiles import DataError, data_files, load_records
+from .paths import PathMap, resolve_image_path
 
 
 def mixture_indices(size: int, count: int, seed: int = 42) -> list[int]:
@@ -112,110 +46,6 @@ def mixture_indices(size: int, count: int, seed: int = 42) -> list[int]:
             raise ValueError("cannot draw records from an empty source")
         return rng.choices(range(size), k=count)
     return rng.sample(range(size), count)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# image path mapping
-
-
-class PathMap:
-    """Ordered substring mapping of image paths (spec §3.3): the first key (in order) that is a substring of
-    the path wins and every occurrence of it is replaced by its value."""
-
-    def __init__(self, mapping: dict[str, str] | None = None):
-        self.mapping = dict(mapping or {})
-
-    def __call__(self, path: str) -> str | None:
-        """The mapped path, or None when no key matches."""
-        for key, value in self.mapping.items():
-            if key in path:
-                return path.replace(key, value)
-        return None
-
-    def __len__(self):
-        return len(self.mapping)
-
-    @classmethod
-    def load(cls, source) -> PathMap:
-        """From a dict, a YAML file (a mapping, or one under the key `image_folders`/`path_map`), or a Python
-        file defining `IMAGE_FOLDER_DICT` (the reference's `data_configs/example_data_paths.py`; its
-        `IMAGE_FOLDER_DICT_GCP` is accepted too). The Python file is parsed, never executed: see
-        `_python_path_map`."""
-        if source is None:
-            return cls()
-        if isinstance(source, PathMap):
-            return source
-        if isinstance(source, dict):
-            return cls(source)
-        path = Path(source)
-        if not path.exists():
-            raise DataError([f"{path}: path map file not found"])
-        if path.suffix == ".py":
-            return cls(_python_path_map(path))
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        for key in ("image_folders", "path_map"):
-            if isinstance(data, dict) and isinstance(data.get(key), dict):
-                data = data[key]
-        if not isinstance(data, dict):
-            raise DataError([f"{path}: expected a mapping of path substrings to replacements"])
-        return cls({str(k): str(v) for k, v in data.items()})
-
-
-PATH_MAP_NAMES = ("IMAGE_FOLDER_DICT", "IMAGE_FOLDER_DICT_GCP")
-
-
-def _python_path_map(path: Path) -> dict[str, str]:
-    """`IMAGE_FOLDER_DICT` (else `IMAGE_FOLDER_DICT_GCP`) of a Python file, read without running it: the file
-    is parsed with `ast` and the name must be assigned a literal dict of string keys and values
-    (`{"coco/": "/data/coco/", ...}`); anything else (a call, a variable, an f-string, `**other`) is a
-    `DataError`. The last top-level assignment of the name wins, as it would when the file runs."""
-    try:
-        tree = ast.parse(_decode(path.read_bytes(), path), filename=str(path))
-    except SyntaxError as e:
-        raise DataError([f"{path}:{e.lineno}: path map is not valid Python: {e.msg}"]) from None
-    found = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets = [node.target]
-        else:
-            continue
-        for t in targets:
-            if isinstance(t, ast.Name) and t.id in PATH_MAP_NAMES:
-                found[t.id] = node.value
-    for name in PATH_MAP_NAMES:
-        if name not in found:
-            continue
-        value = found[name]
-        try:
-            mapping = ast.literal_eval(value)
-        except (ValueError, TypeError, SyntaxError, RecursionError):  # not a literal (a call, a name, ...)
-            mapping = None
-        if not isinstance(mapping, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-        ):
-            raise DataError(
-                [
-                    f"{path}:{value.lineno}: {name} must be a literal dict of strings "
-                    '({"path/part": "/replacement", ...}); the file is parsed, not executed'
-                ]
-            )
-        return mapping
-    raise DataError([f"{path}: defines no {PATH_MAP_NAMES[0]} (a literal dict of strings)"])
-
-
-def resolve_image_path(path: str, path_map: PathMap, image_root: str | None) -> tuple[str | None, str | None]:
-    """(resolved path, None) or (None, reason). Path map first; then a still-relative path is joined to
-    `image_root`; a relative path that nothing maps is an error (the reference calls exit(0) here)."""
-    mapped = path_map(path)
-    out = mapped if mapped is not None else path
-    if not os.path.isabs(out):
-        if image_root is not None:
-            out = os.path.join(image_root, out)
-        elif mapped is None:
-            return None, f"unmapped relative image path {path!r} (no path-map key matches and no image_root)"
-    return out, None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,6 +64,7 @@ class SourceSpec:
     template: str | None = None
 
     def num_draws(self, size: int) -> int | None:
+        """Records to draw from a source of `size` records; None = take every record in file order."""
         if self.all:
             return None
         if self.count is not None:
@@ -261,9 +92,11 @@ class SampleRef:
 
     @property
     def id(self):
+        """The record's `id` field (None when it has none or the record is not an object)."""
         return self.record.get("id") if isinstance(self.record, dict) else None
 
     def where(self) -> str:
+        """`<source> record <index> (id=...)`, how error messages name the record."""
         return f"{self.source} record {self.index} (id={self.id!r})"
 
 
@@ -279,6 +112,8 @@ class Mixture:
 
     @classmethod
     def from_config(cls, cfg: dict, base_dir: str | os.PathLike = ".") -> Mixture:
+        """Mixture from a parsed YAML mapping (reference or extended form, module docstring); relative paths
+        are resolved against `base_dir`. Every bad source entry is listed in one `DataError`."""
         base = Path(base_dir)
 
         def rel(p):
@@ -333,6 +168,7 @@ class Mixture:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> Mixture:
+        """Mixture from a YAML file (OmegaConf; `${...}` interpolations resolved), paths relative to its folder."""
         path = Path(path)
         if not path.exists():
             raise DataError([f"{path}: mixture file not found"])

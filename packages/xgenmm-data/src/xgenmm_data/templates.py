@@ -127,6 +127,8 @@ class TokenizerChatTemplate:
         )
 
     def segments(self, conversations: list[dict], add_system: bool = True) -> list[Segment]:
+        """The conversation rendered by the tokenizer's `chat_template`, cut into segments (assistant replies
+        supervised) by rendering growing prefixes; a template that is not prefix-stable is a ValueError."""
         messages = normalize_messages(conversations)
         if add_system and self.system is not None and (not messages or messages[0]["role"] != "system"):
             messages = [{"role": "system", "content": self.system}] + messages
@@ -146,9 +148,11 @@ class TokenizerChatTemplate:
         return [s for s in segs if s.text]
 
     def render(self, conversations: list[dict], add_system: bool = True) -> str:
+        """The whole conversation as one string (the segments joined)."""
         return "".join(s.text for s in self.segments(conversations, add_system))
 
     def prompt(self, query: str, system: str | None = None, history: list[dict] | None = None) -> str:
+        """Inference prompt: system, `history` turns and `query`, ending with the generation prompt."""
         messages = normalize_messages(list(history or []) + [{"from": "human", "value": query}])
         sys_text = system if system is not None else self.system
         if sys_text is not None:

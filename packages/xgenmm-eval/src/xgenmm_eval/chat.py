@@ -17,6 +17,10 @@ import sys
 import torch
 from transformers import TextStreamer
 
+from xgenmm_data.templates import build_prompt
+from xgenmm_lm.inference import generate_texts
+from xgenmm_lm.tokenization import stop_token_ids
+
 from .inputs import encode_sample
 from .loading import load_model
 from .prompting import load_image, place_images
@@ -38,9 +42,6 @@ def answer(
     model, tokenizer, question: str, images=(), max_new_tokens=1024, template="phi_3", system=None
 ) -> str:
     """One-shot reply (greedy, cut at `<|end|>`) to `question` about `images` (paths or PIL images)."""
-    from xgenmm_data.templates import build_prompt
-    from xgenmm_lm.inference import generate_texts
-
     pil = [load_image(im) for im in images]
     prompt = build_prompt(place_images(question, len(pil)), template=template, system=system)
     return generate_texts(model, tokenizer, [prompt], [pil], batch_size=1, max_new_tokens=max_new_tokens)[0]
@@ -49,8 +50,6 @@ def answer(
 @torch.no_grad()
 def stream_reply(model, tokenizer, prompt: str, images, max_new_tokens: int, out) -> str:
     """Greedy reply to a full prompt, written token by token to `out`; returns the text cut at `<|end|>`."""
-    from xgenmm_lm.tokenization import stop_token_ids
-
     batch = encode_sample(model, tokenizer, prompt, images)
     new_ids = model.generate(
         **batch,
@@ -68,8 +67,6 @@ def stream_reply(model, tokenizer, prompt: str, images, max_new_tokens: int, out
 def chat_loop(model, tokenizer, images=(), max_new_tokens=1024, template="phi_3", system=None,
               stdin=None, stdout=None, stderr=None) -> int:  # fmt: skip
     """Interactive multi-turn chat on text streams. Returns the number of answered questions."""
-    from xgenmm_data.templates import build_prompt
-
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     history: list[dict] = []
     seen: list = []  # images already placed in earlier turns

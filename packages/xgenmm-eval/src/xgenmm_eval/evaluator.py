@@ -21,6 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from xgenmm_data import metrics
+from xgenmm_data.templates import build_prompt
+from xgenmm_lm.inference import generate_texts
+
 from .prompting import load_image
 from .records import EvalRecord
 
@@ -38,8 +42,6 @@ def score_prediction(
     `choice`: 1.0 when the letter extracted from the prediction equals the letter extracted from the first
     reference (a reference may be "B", "(B)", "B. dog" or the option text itself), else 0.0.
     """
-    from xgenmm_data import metrics
-
     if metric == "exact":
         return float(metrics.exact_match(prediction, references))
     if metric == "vqa":
@@ -92,9 +94,6 @@ def evaluate(
 
     Prompts are built with `xgenmm_data.build_prompt(query, template, history=...)`; images are loaded per batch.
     """
-    from xgenmm_data.templates import build_prompt
-    from xgenmm_lm.inference import generate_texts
-
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
     if batch_size < 1:

@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import json
 
-from lmms_eval.api.instance import GenerationResult, Instance
-from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
 from xgenmm_data.processing import to_rgb
+from xgenmm_data.templates import build_prompt
+from xgenmm_lm.inference import generate_texts
+
+try:
+    from lmms_eval.api.instance import GenerationResult, Instance
+    from lmms_eval.api.model import lmms
+except ImportError as err:
+    raise ImportError(
+        f"xgenmm_eval.lmms_model needs lmms-eval: pip install 'xgenmm-eval[lmms]' ({err})"
+    ) from err
 
 from .inputs import continuation_logprob
 from .loading import load_model
@@ -77,14 +85,10 @@ class XGenMMLmms(lmms):
         return images
 
     def _prompt(self, context: str, num_images: int) -> str:
-        from xgenmm_data.templates import build_prompt
-
         return build_prompt(place_images(context, num_images, sep=" "), template=self.template)
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """Greedy answers, batched over requests that share the same gen_kwargs."""
-        from xgenmm_lm.inference import generate_texts
-
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)

@@ -15,7 +15,12 @@ CLASS_PATH = "xgenmm_eval.lmms_model.XGenMMLmms"
 
 def manifest():
     """The `ModelManifest` lmms-eval registers for this package."""
-    from lmms_eval.models.registry_v2 import ModelManifest
+    try:
+        from lmms_eval.models.registry_v2 import ModelManifest
+    except ImportError as err:
+        raise ImportError(
+            f"the xgenmm lmms-eval plugin needs lmms-eval: pip install 'xgenmm-eval[lmms]' ({err})"
+        ) from err
 
     return ModelManifest(model_id=MODEL_ID, simple_class_path=CLASS_PATH, aliases=("xgen_mm",))
 

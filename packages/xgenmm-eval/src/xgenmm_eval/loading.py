@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from xgenmm_lm import XGenMM, build_tokenizer
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
 
@@ -39,8 +41,6 @@ def load_model(path, device: str | None = None, dtype: str | torch.dtype | None 
     `config.json` layout is read by `XGenMMConfig`). The tokenizer is read from the same folder with
     `xgenmm_lm.build_tokenizer`, which adds the special tokens the model expects.
     """
-    from xgenmm_lm import XGenMM, build_tokenizer
-
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"not a checkpoint folder (no config.json): {path}")

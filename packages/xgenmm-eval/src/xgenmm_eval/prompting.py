@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from xgenmm_data.processing import to_rgb
+
 IMAGE_TOKEN = "<image>"
 
 
@@ -26,8 +28,6 @@ def load_image(image) -> Image.Image:
     """A file path (str / Path) or a PIL image -> an RGB PIL image, converted as in training
     (`xgenmm_data.processing.to_rgb`: 16-bit grey scaled to 8 bits, other modes `convert("RGB")`).
     A missing/unreadable file raises with its path."""
-    from xgenmm_data.processing import to_rgb
-
     if isinstance(image, Image.Image):
         return to_rgb(image)
     path = Path(image)

@@ -25,6 +25,9 @@ import logging
 import os
 from pathlib import Path
 
+from xgenmm_data.templates import build_prompt
+from xgenmm_lm.inference import generate_texts
+
 from .loading import load_model
 from .prompting import interleave_message, load_image
 
@@ -94,15 +97,11 @@ class XGenMMVLMMixin:
 
     def build_inputs(self, message) -> tuple[str, list]:
         """message -> (full prompt string, image values in order)."""
-        from xgenmm_data.templates import build_prompt
-
         query, images = interleave_message(message)
         return build_prompt(query, template=self.template), images
 
     def generate_batch(self, messages, dataset=None, batch_size: int = 8) -> list[str]:
         """Answers for several messages at once (batched generation; VLMEvalKit itself calls one at a time)."""
-        from xgenmm_lm.inference import generate_texts
-
         prompts, images = [], []
         for message in messages:
             prompt, values = self.build_inputs(message)

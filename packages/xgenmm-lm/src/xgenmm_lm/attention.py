@@ -17,10 +17,18 @@ positions are never supervised, so the result equals "sdpa" on every real positi
 from __future__ import annotations
 
 import inspect
+import itertools
 import warnings
 
 import torch
 import torch.nn.functional as F
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+try:  # torch >= 2.9: flash-attention's variable-length kernel; older torch runs the per-sample SDPA path
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
 
 VARLEN_ATTENTION = "sdpa_varlen"
 
@@ -34,6 +42,14 @@ def flat_segment_lengths(attention_mask: torch.Tensor, segment_ids: torch.Tensor
     row = torch.arange(batch, device=seg.device).unsqueeze(1) * (length + 1)
     _, counts = torch.unique_consecutive((seg + 1 + row).reshape(-1), return_counts=True)
     return counts.tolist()
+
+
+def varlen_segments(attention_mask: torch.Tensor, segment_ids: torch.Tensor | None) -> dict:
+    """The "sdpa_varlen" keyword arguments of the LM call for rows `(B, L)`: `segment_lengths` (host ints, see
+    `flat_segment_lengths`; one host sync) and `cu_seqlens` (their cumulative sum, int32 on the mask's device)."""
+    lengths = flat_segment_lengths(attention_mask, segment_ids)
+    cumulative = torch.tensor(list(itertools.accumulate(lengths, initial=0)), dtype=torch.int32)
+    return {"segment_lengths": lengths, "cu_seqlens": cumulative.to(attention_mask.device, non_blocking=True)}
 
 
 def _causal_window_mask(n: int, window: int, device) -> torch.Tensor:
@@ -52,10 +68,8 @@ def _varlen_function():
     global _VARLEN
     if _VARLEN is None:
         try:
-            from torch.nn.attention.varlen import varlen_attn
-
-            _VARLEN = (varlen_attn, set(inspect.signature(varlen_attn).parameters))
-        except (ImportError, AttributeError, ValueError, TypeError):
+            _VARLEN = (varlen_attn, set(inspect.signature(varlen_attn).parameters)) if varlen_attn else False
+        except (ValueError, TypeError):
             _VARLEN = False
     return _VARLEN
 
@@ -151,8 +165,6 @@ def varlen_sdpa_attention(
     Runs outside `torch.compile` graphs (regional compilation of the decoder layers): traced, the per-sample
     lengths would be baked into the graph. `segment_lengths` may also come as a CPU int tensor, which is how
     compiled layers receive them (`segment_lengths_as_tensor`: a list's length would be a recompile guard)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     if isinstance(segment_lengths, torch.Tensor):
         segment_lengths = segment_lengths.tolist()  # a CPU tensor: no device sync
 
@@ -210,9 +222,6 @@ def segment_lengths_as_tensor(module, args, kwargs):
 
 def register() -> None:
     """Make "sdpa_varlen" a transformers attention implementation (its masks are "sdpa"'s). Idempotent."""
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
-
     if VARLEN_ATTENTION not in ALL_ATTENTION_FUNCTIONS:
         AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa_attention)
     if VARLEN_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
@@ -225,5 +234,6 @@ __all__ = [
     "flat_segment_lengths",
     "register",
     "segment_lengths_as_tensor",
+    "varlen_segments",
     "varlen_sdpa_attention",
 ]

@@ -138,7 +138,19 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def local_checkpoint(path: str | os.PathLike) -> Path | None:
+    """The local folder `path` names, None for a hub repo id; FileNotFoundError for a path that is not a folder."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local
+    text = str(path)
+    if local.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(f"{text}: no such checkpoint directory")
+    return None
+
+
 __all__ = [
+    "local_checkpoint",
     "CONFIG_NAME",
     "INDEX_NAME",
     "RELEASED_PREFIX",

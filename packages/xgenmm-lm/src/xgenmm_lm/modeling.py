@@ -4,43 +4,36 @@ Sub-module names are the released checkpoint's state-dict prefixes (the original
 `vision_tokenizer`, `lang_model`. The LM is transformers' own class for `text_config` (Phi3ForCausalLM for the
 released model) with the decoupled vocabulary extension of `vocab.py`.
 
-Reads top to bottom: helpers → output class → `XGenMM` (build, vision features, input preparation, forward,
-generate, persistence helpers).
+Reads top to bottom: output class → `XGenMM` (build, helpers for users, vision features, input preparation,
+forward, generate). `from_pretrained` / `save_pretrained` are in `persistence.py`, the image inputs' checks and the
+vision path in `images.py`.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from huggingface_hub import create_repo, upload_folder
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import PrefixChange
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from xgenmm_sampler import PerceiverResampler
-from xgenmm_vision import AnyResImageProcessor, SiglipVisionEncoder, regroup_anyres_features
+from xgenmm_vision import AnyResImageProcessor, SiglipVisionEncoder
 
-from .attention import VARLEN_ATTENTION, flat_segment_lengths
+from .attention import VARLEN_ATTENTION, varlen_segments
 from .attention import register as _register_attention
-from .configuration import XGenMMConfig, write_released_configs
-from .files import RELEASED_PREFIX, atomic_directory, check_keys, read_json, stored_shapes
+from .configuration import XGenMMConfig
+from .images import encode_images, execution_device, normalise_images
 from .losses import shifted_cross_entropy, supervised_token_logps
-from .processing import XGenMMProcessor
+from .persistence import CheckpointMixin
 from .splice import splice_vision_tokens
 from .vocab import extend_vocabulary
 
 _register_attention()  # attn_implementation="sdpa_varlen" (see attention.py)
-# The released snapshots name every tensor "vlm." + ours: transformers renames them on load.
-register_checkpoint_conversion_mapping("xgenmm", [PrefixChange(prefix_to_remove=RELEASED_PREFIX.rstrip("."))])
 
 
 @dataclass
@@ -59,7 +52,7 @@ class XGenMMOutput(CausalLMOutputWithPast):
     token_mask: torch.Tensor | None = None
 
 
-class XGenMM(PreTrainedModel, GenerationMixin):
+class XGenMM(CheckpointMixin, PreTrainedModel, GenerationMixin):
     """xGen-MM: vision encoder + perceiver resampler + causal LM with the decoupled vocabulary extension.
 
     A transformers `PreTrainedModel`: `from_pretrained` reads this package's folders and the released `vlm.*`
@@ -108,7 +101,7 @@ class XGenMM(PreTrainedModel, GenerationMixin):
         """Nothing: every part initialises itself in its constructor (the perceiver as LAVIS does, SigLIP and the
         LM through their own transformers classes, the decoupled rows in `extend_vocabulary`)."""
 
-    # ----- construction and persistence --------------------------------------------------------------------------
+    # ----- construction (loading and saving: persistence.CheckpointMixin) --------------------------------------------------------------------------
     @classmethod
     def from_config(
         cls, config: XGenMMConfig, attn_implementation: str | None = "sdpa", dtype=None
@@ -118,77 +111,6 @@ class XGenMM(PreTrainedModel, GenerationMixin):
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         return cls._from_config(copy.deepcopy(config), **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs) -> XGenMM:
-        """transformers' `from_pretrained` (any of its arguments), with clear errors naming the file and the missing or
-        unexpected tensors, and `attn_implementation="sdpa"` by default. Either layout; the released `vlm.*` names
-        are renamed on load. A hub id is read from the local cache when offline."""
-        local = _local_checkpoint(pretrained_model_name_or_path)
-        if local is not None:  # config.json, the index, every shard and every header readable
-            read_json(local / "config.json")
-            stored_shapes(local)
-        kwargs.setdefault("attn_implementation", "sdpa")
-        want_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-            )
-        except OSError as e:
-            if local is not None:
-                raise
-            raise OSError(
-                f"{pretrained_model_name_or_path}: not a local directory and not available from the Hugging Face "
-                f"cache ({e}). Download it where there is network (`hf download {pretrained_model_name_or_path}`) "
-                "and pass the local directory."
-            ) from e
-        missing, unexpected = ({k: () for k in info[key]} for key in ("missing_keys", "unexpected_keys"))
-        check_keys(missing, unexpected, local or pretrained_model_name_or_path)
-        model.vision_encoder.freeze()  # the reference default; the loader made fresh parameters
-        return (model, info) if want_info else model
-
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        tokenizer=None,
-        processor=None,
-        layout: str = "xgenmm",
-        max_shard_size: int | str = "5GB",
-        is_main_process: bool = True,
-        push_to_hub: bool = False,
-        **kwargs,
-    ) -> None:
-        """A complete hub folder, written atomically (a temporary folder beside it, then renamed): config.json,
-        safetensors shards + index, generation_config.json and, given a `processor` (or a `tokenizer` to build
-        one), the processor and tokenizer files and the chat template.
-
-        `layout="released"` writes the released (HF remote-code) layout instead: keys `vlm.*`, its config.json and
-        preprocessor_config.json. `push_to_hub=True` then uploads the folder (`repo_id=` or the folder name)."""
-        if layout not in ("xgenmm", "released"):
-            raise ValueError(f"layout must be 'xgenmm' or 'released', got {layout!r}")
-        if not is_main_process:
-            return
-        if processor is None and tokenizer is not None:
-            processor = XGenMMProcessor.from_model(self, tokenizer)
-        repo_id, message = (
-            kwargs.pop("repo_id", Path(save_directory).name),
-            kwargs.pop("commit_message", None),
-        )
-        state_dict = kwargs.pop("state_dict", None)
-        if layout == "released":
-            state_dict = {RELEASED_PREFIX + k: v for k, v in (state_dict or self.state_dict()).items()}
-        with atomic_directory(save_directory) as tmp:
-            kwargs.update(state_dict=state_dict, max_shard_size=max_shard_size, save_original_format=False)
-            super().save_pretrained(tmp, **kwargs)
-            if processor is not None:
-                processor.save_pretrained(tmp)
-            if layout == "released":
-                write_released_configs(self.config, tmp)
-        if push_to_hub:
-            repo = create_repo(repo_id, exist_ok=True, token=kwargs.get("token")).repo_id
-            upload_folder(
-                repo_id=repo, folder_path=save_directory, commit_message=message, token=kwargs.get("token")
-            )
 
     def get_input_embeddings(self) -> nn.Module:
         return self.lang_model.get_input_embeddings()
@@ -253,64 +175,10 @@ class XGenMM(PreTrainedModel, GenerationMixin):
     def encode_images(
         self, pixel_values: list[list[torch.Tensor]], image_sizes: list[list[Sequence[int]]]
     ) -> list[list[torch.Tensor]]:
-        """Vision tokens of every image: per sample, per image `(num_latents · groups, D_lm)`.
-
-        An image given as one crop `(1, 3, S, S)` is a base-resolution image: one group of `num_latents` tokens
-        (pre-training at base resolution); otherwise `1 + cols·rows` anyres crops.
-
-        The vision encoder runs once over all crops of the batch, the sampler once over all groups.
-        pixel_values: per sample, per image `(Np, 3, S, S)`; image_sizes: per sample, per image original (w, h).
-        """
-        batch = len(pixel_values)
-        if image_sizes is None or len(image_sizes) != batch:
-            raise ValueError(
-                f"image_sizes must give one list of (w, h) per sample: got {None if image_sizes is None else len(image_sizes)} "
-                f"for {batch} samples"
-            )
-        size = self.config.vision_config.image_size
-        processor = self.image_processor()
-        flat_pixels, flat_sizes, counts = [], [], []
-        for b, (images, sizes) in enumerate(zip(pixel_values, image_sizes)):
-            if len(images) != len(sizes):
-                raise ValueError(f"sample {b}: {len(images)} images but {len(sizes)} image_sizes")
-            for k, (pixels, wh) in enumerate(zip(images, sizes)):
-                # A single crop is a base-resolution image (anyres always gives 1 + cols·rows >= 2 crops).
-                base_only = pixels.ndim == 4 and pixels.shape[0] == 1
-                expected = 1 if base_only else processor.num_crops(tuple(wh))
-                if (
-                    pixels.ndim != 4
-                    or tuple(pixels.shape[1:]) != (3, size, size)
-                    or pixels.shape[0] != expected
-                ):
-                    raise ValueError(
-                        f"sample {b}, image {k}: pixel_values of shape {tuple(pixels.shape)}, expected "
-                        f"({expected}, 3, {size}, {size}) for an image of size {tuple(wh)} (1 base + grid crops)"
-                    )
-                flat_pixels.append(pixels)
-                flat_sizes.append(None if base_only else tuple(int(x) for x in wh))
-            counts.append(len(images))
-        if not flat_pixels:
-            return [[] for _ in range(batch)]
-
-        vision_dtype = next(self.vision_encoder.parameters()).dtype
-        crops = torch.cat(flat_pixels).to(device=execution_device(self.vision_encoder), dtype=vision_dtype)
-        features = self.vision_encoder(crops)  # (ΣNp, V, Dv)
-        groups, masks, groups_per_image = regroup_anyres_features(
-            features,
-            flat_sizes,
-            grids=[tuple(g) for g in self.config.anyres_grids],
-            base_size=size,
-            patch_size=self.config.vision_config.patch_size,
-            mode=self.config.regroup_mode,
-        )
-        sampler_dtype = next(self.vision_tokenizer.parameters()).dtype
-        tokens = self.vision_tokenizer(groups.to(sampler_dtype), masks)  # (G, n, D)
-        blocks = [t.reshape(-1, t.shape[-1]) for t in tokens.split(groups_per_image)]
-        out, start = [], 0
-        for count in counts:
-            out.append(blocks[start : start + count])
-            start += count
-        return out
+        """Vision tokens of every image: per sample, per image `(num_latents · groups, D_lm)` (see
+        `images.encode_images`: the encoder runs once over all crops of the batch, the sampler once over all groups).
+        pixel_values: per sample, per image `(Np, 3, S, S)`; image_sizes: per sample, per image original (w, h)."""
+        return encode_images(self, pixel_values, image_sizes)
 
     # ----- input preparation -----------------------------------------------------------------------------------
     def prepare_inputs(
@@ -326,7 +194,7 @@ class XGenMM(PreTrainedModel, GenerationMixin):
     ):
         """Embed the text, encode the images and splice them in → `SpliceOutput` over the expanded sequence."""
         input_ids = input_ids.to(execution_device(self.lang_model.get_input_embeddings()))
-        pixel_values, image_sizes = _normalise_images(pixel_values, image_sizes, input_ids.shape[0])
+        pixel_values, image_sizes = normalise_images(pixel_values, image_sizes, input_ids.shape[0])
         image_embeds = self.encode_images(pixel_values, image_sizes)
         text_embeds = self.lang_model.get_input_embeddings()(input_ids)
         return splice_vision_tokens(
@@ -384,14 +252,8 @@ class XGenMM(PreTrainedModel, GenerationMixin):
         )
         varlen = self.lang_model.config._attn_implementation == VARLEN_ATTENTION and no_cache
         # Right-padded rows on the CPU: one batched SDPA call with the padding mask is faster than a call per row.
-        if varlen and (packed or spliced.inputs_embeds.is_cuda):
-            # Samples of the flattened rows for attention.py (one host sync); the LM still gets the position ids.
-            lengths = flat_segment_lengths(spliced.attention_mask, spliced.segment_ids)
-            lm_kwargs["segment_lengths"] = lengths
-            cumulative = list(itertools.accumulate(lengths, initial=0))
-            lm_kwargs["cu_seqlens"] = torch.tensor(cumulative, dtype=torch.int32).to(
-                spliced.inputs_embeds.device, non_blocking=True
-            )
+        if varlen and (packed or spliced.inputs_embeds.is_cuda):  # the LM still gets the position ids
+            lm_kwargs.update(varlen_segments(spliced.attention_mask, spliced.segment_ids))
         lm_inputs = dict(
             inputs_embeds=spliced.inputs_embeds,
             # Packed rows: no 2-D mask, so transformers derives the block-diagonal mask from the restarting
@@ -463,55 +325,6 @@ class XGenMM(PreTrainedModel, GenerationMixin):
             generation_config=config,
             **model_kwargs,
         )
-
-
-def _normalise_images(pixel_values, image_sizes, batch: int):
-    """Accept None / [] (text only), a per-sample list of tensors or of per-image lists; return lists of lists."""
-    if pixel_values is None:
-        return [[] for _ in range(batch)], [[] for _ in range(batch)]
-    if isinstance(pixel_values, torch.Tensor):
-        raise ValueError(
-            "pixel_values must be a list (one entry per sample) of lists of per-image (Np, 3, S, S) tensors, "
-            f"got a tensor of shape {tuple(pixel_values.shape)}"
-        )
-    if len(pixel_values) != batch:
-        raise ValueError(f"pixel_values has {len(pixel_values)} samples but input_ids has {batch}")
-    pixels = [[p] if isinstance(p, torch.Tensor) else list(p or []) for p in pixel_values]
-    if image_sizes is None:
-        if any(pixels):
-            raise ValueError("image_sizes (original (w, h) of every image) is required with pixel_values")
-        image_sizes = [[] for _ in range(batch)]
-    sizes = []
-    for p, s in zip(pixels, image_sizes):
-        s = list(s or [])
-        if len(p) == 1 and len(s) == 2 and all(isinstance(x, int) for x in s):
-            s = [tuple(s)]  # a single (w, h) for a single image
-        sizes.append(s)
-    return pixels, sizes
-
-
-def execution_device(module: nn.Module) -> torch.device:
-    """Where `module` computes: its accelerate hook's execution device (offloaded models keep `meta` weights
-    until the hook brings them in), else the device of its first real parameter, else the CPU."""
-    for m in (module, *module.modules()):
-        device = getattr(getattr(m, "_hf_hook", None), "execution_device", None)
-        if device is not None:
-            return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
-    for p in module.parameters():
-        if p.device.type != "meta":
-            return p.device
-    return torch.device("cpu")
-
-
-def _local_checkpoint(path: str | os.PathLike) -> Path | None:
-    """The local folder `path` names, None for a hub repo id; FileNotFoundError for a path that is not a folder."""
-    local = Path(path).expanduser()
-    if local.is_dir():
-        return local
-    text = str(path)
-    if local.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise FileNotFoundError(f"{text}: no such checkpoint directory")
-    return None
 
 
 XGenMMForConditionalGeneration = XGenMM  # the transformers naming of an image-text-to-text model

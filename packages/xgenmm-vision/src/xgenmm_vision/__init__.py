@@ -17,19 +17,11 @@ from .anyres import (
     select_best_resolution,
     torch_resize,
 )
+from .open_clip_encoder import OpenClipVisionEncoder  # open_clip itself is imported when one is built
 from .regroup import regroup_anyres_features, unpad_mask
 from .siglip import SIGLIP_SO400M, SiglipVisionEncoder, siglip_so400m_config
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name):
-    # open_clip is an optional extra and slow to import: load its encoder only when asked for.
-    if name == "OpenClipVisionEncoder":
-        from .open_clip_encoder import OpenClipVisionEncoder
-
-        return OpenClipVisionEncoder
-    raise AttributeError(f"module 'xgenmm_vision' has no attribute {name!r}")
 
 
 __all__ = [

@@ -227,13 +227,10 @@ class AnyResImageProcessor:
         return w // self.base_size, h // self.base_size
 
     def num_crops(self, image_size: Sequence[int]) -> int:
-        """Np = 1 + cols·rows: the number of S×S crops (base image included) for (width, height) `image_size`."""
+        """Np = 1 + cols·rows: the number of S×S crops (base image included) for (width, height) `image_size`;
+        also the number of perceiver groups the model makes of the image."""
         cols, rows = self.grid_shape(image_size)
         return 1 + cols * rows
-
-    def num_vision_groups(self, image_size: Sequence[int]) -> int:
-        """Number of perceiver groups the model makes of this image (base + one per crop) = `num_crops`."""
-        return self.num_crops(image_size)
 
     def __call__(self, image: Image.Image, apply_exif: bool | None = None) -> AnyResImage:
         if not isinstance(image, Image.Image):

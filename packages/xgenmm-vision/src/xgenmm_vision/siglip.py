@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 SIGLIP_SO400M = "google/siglip-so400m-patch14-384"
@@ -53,8 +54,6 @@ def _check_available(name_or_path: str) -> None:
         return
     if os.path.exists(name_or_path) or name_or_path.startswith((".", "/", "~")):
         raise OSError(f"{name_or_path} is not a checkpoint folder (expected a folder with config.json)")
-    from huggingface_hub import try_to_load_from_cache
-
     cached = try_to_load_from_cache(name_or_path, "config.json")
     if isinstance(cached, str):
         return
