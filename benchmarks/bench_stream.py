@@ -230,7 +230,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     tokenizer = make_tokenizer()
     processor = AnyResImageProcessor()
-    vtok = lambda size: 128 * processor.num_vision_groups(size)  # noqa: E731 - 128 latents per group
+    vtok = lambda size: 128 * processor.num_crops(size)  # noqa: E731 - 128 latents per group
     per_rep = args.samples or (8 if args.quick else 48)
     with tempfile.TemporaryDirectory() as tmp:
         thr = bench_throughput(Path(tmp), per_rep, args.reps, args.warmup, tokenizer, processor, vtok)
