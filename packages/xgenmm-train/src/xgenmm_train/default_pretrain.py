@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, load_config
-from .default_run import _cpu_threads, _fresh_start, configs_dir, format_accuracy
+from .default_run import _cpu_threads, _fresh_start, configs_dir, format_accuracy, versioned_data
 
 PRETRAIN_CONFIG = "default-pretrain.yaml"
 
@@ -35,14 +35,8 @@ def ensure_data(data_dir: Path) -> dict:
     """Generate the demo shards into ``data_dir`` unless a complete set of the current version is there."""
     from .synthetic_pretrain import VERSION, make_pretrain_data
 
-    stamp = data_dir / "VERSION"
-    if stamp.is_file() and stamp.read_text().strip() == VERSION:
-        return {"mixture": data_dir / "mixture.yaml", "heldout": data_dir / "heldout.json"}
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    paths = make_pretrain_data(data_dir)
-    stamp.write_text(VERSION + "\n")
-    return paths
+    files = {"mixture": data_dir / "mixture.yaml", "heldout": data_dir / "heldout.json"}
+    return versioned_data(data_dir, VERSION, make_pretrain_data, files)
 
 
 def ensure_parts(config: Config) -> None:

@@ -34,20 +34,26 @@ def configs_dir() -> Path:
     raise FileNotFoundError(f"shipped configs not found next to {here}")
 
 
+def versioned_data(data_dir: Path, version: str, make, files: dict) -> dict:
+    """``make(data_dir)`` → its paths, unless ``data_dir`` holds a complete set (its ``VERSION`` file says
+    ``version`` and every one of ``files`` exists), whose ``files`` are returned instead."""
+    stamp = data_dir / "VERSION"
+    if all(p.exists() for p in files.values()) and stamp.is_file() and stamp.read_text().strip() == version:
+        return files
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    paths = make(data_dir)
+    stamp.write_text(version + "\n")
+    return paths
+
+
 def ensure_dataset(data_dir: Path) -> dict:
     """Generate the synthetic dataset into ``data_dir`` unless a complete one of the current version is there."""
     from .synthetic import VERSION, make_dataset
 
     names = ("train", "heldout", "heldout_llava", "mixture", "dpo_train", "dpo_heldout")
     files = {k: data_dir / f"{k}.{'yaml' if k == 'mixture' else 'json'}" for k in names}
-    stamp = data_dir / "VERSION"
-    if all(p.exists() for p in files.values()) and stamp.is_file() and stamp.read_text().strip() == VERSION:
-        return files
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    paths = make_dataset(data_dir)
-    stamp.write_text(VERSION + "\n")
-    return paths
+    return versioned_data(data_dir, VERSION, make_dataset, files)
 
 
 def _fresh_start(config: Config) -> None:
