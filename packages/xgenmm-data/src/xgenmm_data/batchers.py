@@ -24,9 +24,11 @@ class Batched:
         self.pool: list = []
 
     def ready(self) -> bool:
+        """Whether the pool holds a whole batch."""
         return len(self.pool) >= self.batch_size
 
     def pop(self):
+        """The next element: the first `batch_size` pooled (ref, item) pairs' items, collated."""
         taken, self.pool = self.pool[: self.batch_size], self.pool[self.batch_size :]
         items = [item for _, item in taken]
         return self.collate_fn(items) if self.collate_fn else {"items": items}
@@ -51,9 +53,11 @@ class PackedRows:
         self.pool: list = []
 
     def ready(self) -> bool:
+        """Whether the pool is full enough to pack."""
         return len(self.pool) >= self.pool_size
 
     def pop(self):
+        """The next element: the `rows_per_batch` fullest best-fit rows of the pool, collated."""
         lengths = [item["num_tokens"] for _, item in self.pool]
         rows = pack_best_fit_decreasing(range(len(self.pool)), lengths, self.capacity)
         rows.sort(key=lambda r: -sum(lengths[i] for i in r))  # stable: ties keep packing order

@@ -25,6 +25,8 @@ CHARS_PER_TOKEN = 4
 
 @dataclass
 class CheckReport:
+    """What `check_data` found: fatal problems, records checked and problems counted per source."""
+
     fatal: list[str] = field(default_factory=list)
     records: Counter = field(default_factory=Counter)  # source -> records checked
     problems: dict = field(default_factory=lambda: defaultdict(Counter))  # source -> kind -> count

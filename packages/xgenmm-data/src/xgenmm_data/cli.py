@@ -56,6 +56,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_shard_interleaved(args) -> int:
+    """`xgenmm-data shard --interleaved`: write interleaved image-text documents as webdataset shards."""
     try:
         info = write_interleaved_shards(
             args.interleaved,

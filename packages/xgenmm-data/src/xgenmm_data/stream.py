@@ -30,355 +30,23 @@ position after the last consumed element (prefetched ones are not counted). With
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
-import os
-import random
-import tarfile
 from collections import Counter
-from dataclasses import dataclass
-from itertools import islice
-from pathlib import Path
 
 import webdataset as wds
-from omegaconf import OmegaConf
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset.tariterators import base_plus_ext
 
 from .batchers import Batched, first_item
 from .processing import BadSample
-from .shards import _expand
+from .shard_reader import iter_shard, split_shards, uniform
 from .sources import DataError
+from .stream_mixture import StreamMixture, StreamSource
+from .stream_source import SourceReader, StreamLog
 from .tokenization import IMAGE_TOKEN
 from .webformats import parse_sample
 
 logger = logging.getLogger("xgenmm_data")
 STATE_VERSION = 1
-_MAX_EXAMPLES = 50
-
-
-def _group(members, read, first: int, start: int, stop, only):
-    """Group tar members by key (webdataset's `base_plus_ext`) -> (index, key, parts, start_byte, end_byte);
-    `first`: index of the first sample the members begin with. `__*` metadata members are ignored."""
-    index, key, parts, begin, end, wanted = first - 1, None, {}, 0, 0, False
-    for member in members:
-        if not member.isreg() or os.path.basename(member.name).startswith("__"):
-            continue
-        prefix, ext = base_plus_ext(member.name)
-        if prefix is None:
-            continue
-        if prefix != key:
-            if key is not None and wanted:
-                yield index, key, parts, begin, end
-            index, key, parts, begin = index + 1, prefix, {}, member.offset
-            if stop is not None and index >= stop:
-                return
-            wanted = index >= start and (only is None or index in only)
-        if wanted:
-            parts[ext.lower()] = read(member)
-        end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    if key is not None and wanted:
-        yield index, key, parts, begin, end
-
-
-def _members_from(tar: tarfile.TarFile, byte: int):
-    """The members of a seekable tar from the header at `byte` on (`TarInfo.fromtarfile`)."""
-    while True:
-        tar.fileobj.seek(byte)
-        try:
-            member = tarfile.TarInfo.fromtarfile(tar)
-        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):
-            return
-        yield member
-        byte = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-
-
-def iter_shard(url: str, start: int = 0, stop: int | None = None, only=None, at: dict | None = None):
-    """Yield `(index, key, parts, start_byte, end_byte)` for the samples of one shard in tar order (`parts`:
-    {extension: bytes}, e.g. {"jpg": ..., "txt": ...}; the bytes: where the sample's members begin and end in
-    the tar), from sample `start` up to `stop` (exclusive), only the indices in `only` if given. Members are
-    grouped by key like webdataset (`base_plus_ext`); `__*` metadata members are ignored.
-
-    Skipped samples are not read. `at` = {index: start_byte} of samples seen before: in a local file the reader
-    jumps straight to them (resume); `pipe:` / http streams are read past instead. `url`: a path or a `file:`,
-    `pipe:`, http(s) URL (webdataset's `gopen`). Open / read errors propagate (the stream reports the shard)."""
-    stream = wds.gopen(str(url), "rb")
-    try:
-        seekable = getattr(stream, "seekable", lambda: False)()
-        tar = tarfile.open(fileobj=stream, mode="r:*" if seekable else "r|*")
-
-        def read(member):
-            return tar.extractfile(member).read()
-
-        if not (seekable and at):
-            members = (m for m in tar if not setattr(tar, "members", []))  # tarfile would keep every TarInfo
-            yield from _group(members, read, 0, start, stop, only)
-            return
-        wanted = sorted(only) if only is not None else [start]
-        done = start - 1
-        for w in wanted:
-            if w <= done or w < start or (stop is not None and w >= stop):
-                continue
-            begin = w if w in at else max((i for i in at if i <= w), default=None)  # nearest known start
-            first, byte = (begin, at[begin]) if begin is not None else (0, 0)
-            sub = {w} if only is not None else None
-            for sample in _group(
-                _members_from(tar, byte), read, first, w, stop if sub is None else w + 1, sub
-            ):
-                done = sample[0]
-                yield sample
-    finally:
-        stream.close()
-
-
-def split_shards(urls: list[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:
-    """The shards of (rank, worker): `urls[rank::world_size][worker::num_workers]`, i.e. webdataset's
-    `split_by_node` followed by `split_by_worker`."""
-    return list(islice(islice(urls, rank, None, world_size), worker, None, num_workers))
-
-
-def _uniform(*key) -> float:
-    """A deterministic float in [0, 1) from the key (counter-based randomness: no RNG state to save)."""
-    digest = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-# -- the mixture ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class StreamSource:
-    """One stream of the mixture: `urls` (expanded shard list), `weight`, `kind` ("caption", "interleaved" or
-    "auto": decided per sample) and `shuffle` (buffer size; None = the mixture's)."""
-
-    name: str
-    urls: list[str]
-    weight: float = 1.0
-    kind: str = "auto"
-    shuffle: int | None = None
-
-
-def _resolve(entry, base: Path | None) -> list[str]:
-    entry = str(entry)
-    if base is not None and "://" not in entry and not entry.startswith(("pipe:", "file:")):
-        if not os.path.isabs(entry):
-            entry = str(base / entry)
-    return _expand(entry)
-
-
-@dataclass
-class StreamMixture:
-    """Weighted shard streams (see `from_config` for the YAML). `shuffle`: default buffer size per source and
-    worker; `seed`: shard order and draws; `epochs`: passes per source (None = stream forever)."""
-
-    sources: list[StreamSource]
-    shuffle: int = 1000
-    seed: int = 42
-    epochs: int | None = None
-
-    @classmethod
-    def from_config(cls, cfg: dict, base_dir=None) -> StreamMixture:
-        """`cfg`::
-
-            seed: 42             # optional
-            shuffle: 1000        # optional, samples per source buffer
-            epochs: null         # optional, passes per source; null = forever
-            streams:
-              captions: {urls: caps/shard-{000000..000009}.tar, weight: 0.6, kind: caption}
-              docs: {urls: [docs/a.tar, docs/b.tar], weight: 0.4, kind: interleaved, shuffle: 200}
-              more: extra/               # a folder (its *.tar) or a pattern alone: weight 1
-
-        Relative paths are relative to `base_dir` (the YAML's folder); URLs and `pipe:` commands are kept."""
-        base = Path(base_dir) if base_dir is not None else None
-        streams = cfg.get("streams")
-        problems = [f"unknown key {k!r}" for k in cfg if k not in ("seed", "shuffle", "epochs", "streams")]
-        if isinstance(streams, dict):
-            streams = [
-                dict(spec, name=n) if isinstance(spec, dict) else {"name": n, "urls": spec}
-                for n, spec in streams.items()
-            ]
-        if not isinstance(streams, list) or not streams:
-            raise DataError(problems + ["'streams' must be a non-empty mapping name -> {urls, weight, kind}"])
-        sources = []
-        for k, spec in enumerate(streams):
-            name = str(spec.get("name", f"stream{k}"))
-            bad = [key for key in spec if key not in ("name", "urls", "weight", "kind", "shuffle")]
-            problems += [f"stream {name}: unknown key {key!r}" for key in bad]
-            urls = spec.get("urls")
-            entries = urls if isinstance(urls, list) else [urls] if urls else []
-            expanded = [u for e in entries for u in _resolve(e, base)]
-            if not expanded:
-                problems.append(f"stream {name}: no shards in urls={urls!r}")
-            weight = float(spec.get("weight", 1.0))
-            if weight <= 0:
-                problems.append(f"stream {name}: weight must be > 0 (got {weight})")
-            kind = spec.get("kind", "auto")
-            if kind not in ("auto", "caption", "interleaved"):
-                problems.append(f"stream {name}: kind must be caption, interleaved or auto (got {kind!r})")
-            sources.append(StreamSource(name, expanded, weight, kind, spec.get("shuffle")))
-        if len({s.name for s in sources}) != len(sources):
-            problems.append("stream names must be unique")
-        if problems:
-            raise DataError(problems)
-        epochs = cfg.get("epochs")
-        return cls(sources, int(cfg.get("shuffle", 1000)), int(cfg.get("seed", 42)), epochs and int(epochs))
-
-    @classmethod
-    def from_yaml(cls, path) -> StreamMixture:
-        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        return cls.from_config(cfg, base_dir=Path(path).parent)
-
-    @classmethod
-    def from_any(cls, spec) -> StreamMixture:
-        """A StreamMixture, a config dict, a YAML path, or shard urls (folder / pattern / list) as one stream."""
-        if isinstance(spec, StreamMixture):
-            return spec
-        if isinstance(spec, dict):
-            return cls.from_config(spec)
-        if isinstance(spec, (str, os.PathLike)) and str(spec).endswith((".yaml", ".yml")):
-            return cls.from_yaml(spec)
-        return cls.from_config(
-            {"streams": {"shards": {"urls": spec if isinstance(spec, list) else str(spec)}}}
-        )
-
-
-# -- one source on one worker -----------------------------------------------------------------------------
-
-
-class _SourceReader:
-    """One source on one (rank, worker): its shard list per epoch, the read position and the shuffle buffer.
-    Buffer entries are (shard, index, key, parts, byte), shard = position in this worker's list of the epoch,
-    byte = where the sample starts in the tar; `byte` of the reader = where sample `offset` starts."""
-
-    def __init__(
-        self, source: StreamSource, mixture: StreamMixture, rank, world_size, worker, num_workers, log
-    ):
-        self.source, self.name = source, source.name
-        self.size = max(1, source.shuffle if source.shuffle is not None else mixture.shuffle)
-        self.seed, self.epochs = mixture.seed, mixture.epochs
-        self.split = (rank, world_size, worker, num_workers)
-        self.log = log
-        self.epoch = self.shard = self.offset = self.byte = self.draws = self.read = 0
-        self.finished = False
-        self.buffer: list = []
-        self._iter = None
-        self._lists: dict[int, list[str]] = {}
-        if not self.shards(0):
-            logger.warning(
-                "stream %s: %d shard(s) < ranks x workers; rank %d worker %d reads none of it",
-                self.name,
-                len(source.urls),
-                rank,
-                worker,
-            )
-            self.finished = True
-
-    def shards(self, epoch: int) -> list[str]:
-        if epoch not in self._lists:
-            urls = list(self.source.urls)
-            if self.size > 1:  # the same order on every rank and worker, so the split is a partition
-                random.Random(f"{self.seed}/{self.name}/{epoch}").shuffle(urls)
-            self._lists = {epoch: split_shards(urls, *self.split)}
-        return self._lists[epoch]
-
-    def _read(self):
-        """The next sample in shard order, or None at the end of this epoch's shards."""
-        shards = self.shards(self.epoch)
-        while self.shard < len(shards):
-            url = shards[self.shard]
-            try:
-                if self._iter is None:
-                    self._iter = iter_shard(url, start=self.offset, at={self.offset: self.byte})
-                index, key, parts, begin, end = next(self._iter)
-            except StopIteration:
-                index = None
-            except Exception as e:  # cannot open / truncated / not a tar: report the shard, go on
-                self.log.shard_error(url, f"{type(e).__name__}: {e} (after {self.offset} sample(s))")
-                index = None
-            if index is None:
-                self._iter, self.shard, self.offset, self.byte = None, self.shard + 1, 0, 0
-                continue
-            self.offset, self.byte = index + 1, end
-            return self.shard, index, key, parts, begin
-        return None
-
-    def next(self):
-        """The next raw sample (shard, index, key, parts, byte) of this source, or None once it has finished."""
-        while not self.finished:
-            while len(self.buffer) < self.size:
-                raw = self._read()
-                if raw is None:
-                    break
-                self.buffer.append(raw)
-                self.read += 1
-            if self.buffer:
-                k = int(
-                    _uniform(self.seed, self.split[0], self.split[2], self.name, self.draws)
-                    * len(self.buffer)
-                )
-                self.draws += 1
-                self.buffer[k], self.buffer[-1] = self.buffer[-1], self.buffer[k]
-                return self.buffer.pop()
-            if not self.read:
-                logger.error(
-                    "stream %s: epoch %d gave no samples on this worker; stopping it", self.name, self.epoch
-                )
-                self.finished = True
-                break
-            self.epoch, self.shard, self.offset, self.byte, self.read = self.epoch + 1, 0, 0, 0, 0
-            self.finished = self.epochs is not None and self.epoch >= self.epochs
-        return None
-
-    def state(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "shard": self.shard,
-            "offset": self.offset,
-            "byte": self.byte,
-            "draws": self.draws,
-            "read": self.read,
-            "finished": self.finished,
-            "buffer": [[s, i, b] for s, i, _, _, b in self.buffer],
-        }
-
-    def restore(self, state: dict, fetched: dict) -> None:
-        for k in ("epoch", "shard", "offset", "byte", "draws", "read", "finished"):
-            setattr(self, k, state[k])
-        self.buffer = [(s, i, *fetched[(self.name, self.epoch, s, i)], b) for s, i, b in state["buffer"]]
-        self._iter = None
-
-
-# -- bad-sample / shard-error bookkeeping -----------------------------------------------------------------
-
-
-class _Log:
-    def __init__(self, state: dict | None = None):
-        state = state or {}
-        self.bad = Counter(state.get("bad", {}))
-        self.examples = list(state.get("bad_examples", []))
-        self.shard_errors = list(state.get("shard_errors", []))
-        self.samples = state.get("samples", 0)
-
-    def bad_sample(self, source, url, key, reason):
-        logger.warning("skipping %s sample %s in shard %s: %s", source, key, url, reason)
-        self.bad[reason.split(" (")[0].split(":")[0][:60]] += 1
-        self.examples = (self.examples + [[source, url, key, reason]])[-_MAX_EXAMPLES:]
-
-    def shard_error(self, url, reason):
-        logger.error("cannot read shard %s: %s", url, reason)
-        self.shard_errors = (self.shard_errors + [[url, reason]])[-_MAX_EXAMPLES:]
-        self.bad["unreadable shard"] += 1
-
-    def state(self) -> dict:
-        return {
-            "samples": self.samples,
-            "bad": dict(self.bad),
-            "bad_examples": [list(e) for e in self.examples],
-            "shard_errors": [list(e) for e in self.shard_errors],
-        }
-
-
-# -- the stream -------------------------------------------------------------------------------------------
 
 
 class ShardStream(IterableDataset):
@@ -504,9 +172,9 @@ class _WorkerStream:
     def __init__(self, stream: ShardStream, rank, world_size, worker, num_workers, state):
         self.stream, self.mixture = stream, stream.mixture
         self.ids = {"rank": rank, "world_size": world_size, "worker": worker, "num_workers": num_workers}
-        self.log = _Log(state and state["log"])
+        self.log = StreamLog(state and state["log"])
         self.readers = [
-            _SourceReader(s, self.mixture, rank, world_size, worker, num_workers, self.log)
+            SourceReader(s, self.mixture, rank, world_size, worker, num_workers, self.log)
             for s in self.mixture.sources
         ]
         self.batcher = copy.copy(stream.batcher)
@@ -552,7 +220,7 @@ class _WorkerStream:
                 raise DataError([f"cannot resume: shard {url} has no sample(s) {missing[:5]} any more"])
         return out
 
-    def _process(self, reader: _SourceReader, url, key, parts, count=True):
+    def _process(self, reader: SourceReader, url, key, parts, count=True):
         try:
             kind, text, images = parse_sample(parts, reader.source.kind, self.stream.image_token)
             sample = {
@@ -571,7 +239,7 @@ class _WorkerStream:
 
     def _choose(self, active):
         total = sum(r.source.weight for r in active)
-        u = _uniform(self.mixture.seed, self.ids["rank"], self.ids["worker"], "mix", self.draws) * total
+        u = uniform(self.mixture.seed, self.ids["rank"], self.ids["worker"], "mix", self.draws) * total
         self.draws += 1
         for r in active:
             u -= r.source.weight
