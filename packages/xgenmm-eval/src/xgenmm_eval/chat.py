@@ -110,6 +110,7 @@ def chat_loop(model, tokenizer, images=(), max_new_tokens=1024, template="phi_3"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `xgenmm-chat` command line."""
     p = argparse.ArgumentParser(
         prog="xgenmm-chat", description="Chat with an xGen-MM checkpoint about images."
     )
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """`xgenmm-chat`: one answer, or an interactive loop; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         images = [load_image(p) for p in args.image]

@@ -27,6 +27,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `xgenmm-eval` command line (subcommands run and vlmevalkit)."""
     parser = argparse.ArgumentParser(prog="xgenmm-eval", description="Evaluate xGen-MM checkpoints.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
+    """`xgenmm-eval run`: the local evaluator on a LLaVA-format JSON; prints and writes the scores."""
     records = load_eval_records(args.data, args.image_folder)
     if args.limit is not None:
         records = records[: args.limit]
@@ -82,6 +84,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_vlmevalkit(args) -> int:
+    """`xgenmm-eval vlmevalkit`: a VLMEvalKit benchmark through the bridge."""
     require_vlmeval()  # fail before loading anything
     results = run_vlmevalkit(
         args.model,
@@ -103,6 +106,7 @@ def cmd_vlmevalkit(args) -> int:
 
 
 def main(argv=None) -> int:
+    """`xgenmm-eval`: dispatch to the subcommand; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":

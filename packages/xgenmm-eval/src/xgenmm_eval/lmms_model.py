@@ -69,6 +69,7 @@ class XGenMMLmms(lmms):
 
     @property
     def batch_size(self) -> int:
+        """Requests per generation batch (lmms-eval reads this name)."""
         return self.batch_size_per_gpu
 
     def _visuals(self, doc_to_visual, doc_id, task, split) -> list[Image.Image]:
@@ -140,6 +141,7 @@ class XGenMMLmms(lmms):
         return results
 
     def generate_until_multi_round(self, requests) -> list[str]:
+        """Not supported: lmms-eval's multi-round tasks raise a clear error."""
         raise NotImplementedError("xgenmm: multi-round generation is not supported")
 
 

@@ -93,6 +93,7 @@ class XGenMMVLMMixin:
             raise TypeError(f"XGenMMVLM: unexpected arguments {sorted(kwargs)}")
 
     def use_custom_prompt(self, dataset):
+        """VLMEvalKit hook: always False, the dataset's own prompt is used."""
         return False  # no dataset-specific prompts, as VLMEvalKit's own xGen-MM wrapper
 
     def build_inputs(self, message) -> tuple[str, list]:
@@ -117,6 +118,7 @@ class XGenMMVLMMixin:
         )
 
     def generate_inner(self, message, dataset=None) -> str:
+        """VLMEvalKit hook: the answer to one interleaved message (a list of text / image parts)."""
         return self.generate_batch([message], dataset, batch_size=1)[0]
 
 

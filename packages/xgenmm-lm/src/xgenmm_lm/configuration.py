@@ -126,10 +126,12 @@ class XGenMMConfig(PreTrainedConfig):
 
     @property
     def image_placeholder_token_id(self) -> int:
+        """Id of `<image placeholder>`, added after the `<image>` token: `initial_tokenizer_len + 1`."""
         return self.initial_tokenizer_len + 1
 
     @property
     def end_of_chunk_token_id(self) -> int:
+        """Id of `<|endofchunk|>`: `initial_tokenizer_len + 2`."""
         return self.initial_tokenizer_len + 2
 
     @property
@@ -138,6 +140,7 @@ class XGenMMConfig(PreTrainedConfig):
         return self.initial_tokenizer_len + 3
 
     def to_dict(self) -> dict[str, Any]:
+        """transformers' `to_dict`, with `sampler_config` as a plain dict (it is no `PreTrainedConfig`)."""
         out = super().to_dict()
         out["sampler_config"] = self.sampler_config.to_dict()
         return out

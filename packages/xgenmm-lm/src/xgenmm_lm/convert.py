@@ -129,6 +129,7 @@ def convert_lavis(src, dst, config_path=None, tokenizer_dir=None, max_shard_size
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `xgenmm-convert` command line."""
     parser = argparse.ArgumentParser(prog="xgenmm-convert", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("hf-to-xgenmm", help="released HF snapshot (keys vlm.*) -> this package's layout")
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """`xgenmm-convert`: convert one checkpoint; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "hf-to-xgenmm":

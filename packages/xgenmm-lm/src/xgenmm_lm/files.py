@@ -32,6 +32,7 @@ def detect_layout(directory: str | os.PathLike) -> str:
 
 
 def read_json(file: Path) -> dict:
+    """The parsed JSON of `file`; a missing file is a `FileNotFoundError` naming it."""
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing (every checkpoint directory needs a config.json)")
     try:

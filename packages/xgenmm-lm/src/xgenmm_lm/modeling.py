@@ -113,15 +113,19 @@ class XGenMM(CheckpointMixin, PreTrainedModel, GenerationMixin):
         return cls._from_config(copy.deepcopy(config), **kwargs)
 
     def get_input_embeddings(self) -> nn.Module:
+        """The LM's (decoupled) input embedding."""
         return self.lang_model.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the LM's input embedding."""
         self.lang_model.set_input_embeddings(value)
 
     def get_output_embeddings(self) -> nn.Module:
+        """The LM's (decoupled) output head."""
         return self.lang_model.get_output_embeddings()
 
     def set_output_embeddings(self, value: nn.Module) -> None:
+        """Replace the LM's output head."""
         self.lang_model.set_output_embeddings(value)
 
     # ----- helpers for users -------------------------------------------------------------------------------------
@@ -168,6 +172,7 @@ class XGenMM(CheckpointMixin, PreTrainedModel, GenerationMixin):
                 layer.gradient_checkpointing = i < lm_layers
 
     def gradient_checkpointing_disable(self) -> None:
+        """Turn activation checkpointing off in the perceiver and the LM."""
         self.vision_tokenizer.gradient_checkpointing = False
         self.lang_model.activation_checkpointing_disable()
 

@@ -88,6 +88,7 @@ class XGenMMImageProcessor(BaseImageProcessor):
         )
 
     def anyres(self) -> AnyResImageProcessor:
+        """The `AnyResImageProcessor` with these settings (it does the tiling and normalisation)."""
         return AnyResImageProcessor(
             base_size=self.base_size,
             grids=[tuple(g) for g in self.grids],
@@ -166,6 +167,7 @@ class XGenMMProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
+        """The keys of `__call__`'s output that `XGenMM.forward` / `generate` take."""
         return ["input_ids", "attention_mask", "pixel_values", "image_sizes"]
 
 

@@ -154,6 +154,7 @@ class PerceiverResampler(nn.Module):
 
     @property
     def attention_impl(self) -> str:
+        """ "sdpa" (fused kernel) or "math" (explicit softmax): how the cross-attention is computed; settable."""
         return self._attention_impl
 
     @attention_impl.setter

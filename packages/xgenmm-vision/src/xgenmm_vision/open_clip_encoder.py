@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .freezing import Freezable
+
 DEFAULT_OPEN_CLIP_MODEL = "ViT-SO400M-14-SigLIP-384"
 
 
@@ -33,7 +35,7 @@ def _pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
-class OpenClipVisionEncoder(nn.Module):
+class OpenClipVisionEncoder(Freezable, nn.Module):
     """Wraps `open_clip.create_model(name).visual`. Frozen (and run under `torch.no_grad()`) by default."""
 
     def __init__(self, visual: nn.Module, model_name: str | None = None, config: dict | None = None):
@@ -88,31 +90,23 @@ class OpenClipVisionEncoder(nn.Module):
 
     @property
     def hidden_size(self) -> int:
+        """Width of a patch token."""
         return self._hidden_size
 
     @property
     def image_size(self) -> int:
+        """Side S of a square crop, in pixels."""
         return self._image_size[0]
 
     @property
     def patch_size(self) -> int:
+        """Side of a patch, in pixels."""
         return self._patch_size[0]
 
     @property
     def tokens_per_crop(self) -> int:
+        """Tokens per S×S crop: (image_size // patch_size)²."""
         return (self._image_size[0] // self._patch_size[0]) * (self._image_size[1] // self._patch_size[1])
-
-    @property
-    def frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.parameters())
-
-    def freeze(self) -> OpenClipVisionEncoder:
-        self.requires_grad_(False)
-        return self
-
-    def unfreeze(self) -> OpenClipVisionEncoder:
-        self.requires_grad_(True)
-        return self
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values (N, 3, S, S) → patch tokens (N, (S // patch)², hidden), final norm applied."""

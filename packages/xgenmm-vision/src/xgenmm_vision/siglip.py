@@ -15,6 +15,8 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
+from .freezing import Freezable
+
 SIGLIP_SO400M = "google/siglip-so400m-patch14-384"
 
 
@@ -65,7 +67,7 @@ def _check_available(name_or_path: str) -> None:
         )
 
 
-class SiglipVisionEncoder(SiglipVisionModel):
+class SiglipVisionEncoder(Freezable, SiglipVisionModel):
     """SigLIP vision tower returning `last_hidden_state` (after `post_layernorm`): (N, tokens, hidden).
 
     Parameters: `embeddings.*`, `encoder.layers.*`, `post_layernorm.*`, `head.*` (the pooling head is kept so the
@@ -99,32 +101,23 @@ class SiglipVisionEncoder(SiglipVisionModel):
 
     @property
     def hidden_size(self) -> int:
+        """Width of a patch token."""
         return self.config.hidden_size
 
     @property
     def image_size(self) -> int:
+        """Side S of a square crop, in pixels."""
         return self.config.image_size
 
     @property
     def patch_size(self) -> int:
+        """Side of a patch, in pixels."""
         return self.config.patch_size
 
     @property
     def tokens_per_crop(self) -> int:
         """Tokens per S×S crop: (image_size // patch_size)² (729 for so400m-384)."""
         return (self.config.image_size // self.config.patch_size) ** 2
-
-    @property
-    def frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.parameters())
-
-    def freeze(self) -> SiglipVisionEncoder:
-        self.requires_grad_(False)
-        return self
-
-    def unfreeze(self) -> SiglipVisionEncoder:
-        self.requires_grad_(True)
-        return self
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """pixel_values (N, 3, S, S) → last_hidden_state (N, (S // patch)², hidden)."""
