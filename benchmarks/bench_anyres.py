@@ -47,7 +47,7 @@ def make_jpeg(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-# ---------------------------------------------------------------- the original procedure (spec §1.3)
+# ------------------------------------------------ the original procedure (LAVIS any_res_data_utils.py)
 def original_select_best_resolution(original_size, possible_resolutions):
     original_width, original_height = original_size
     best_fit, max_effective, min_wasted = None, 0, float("inf")

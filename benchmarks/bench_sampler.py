@@ -4,9 +4,10 @@
     uv run python -m benchmarks.bench_sampler --quick        # smoke run: 1 warm-up, 2 repetitions (not for reporting)
     uv run python -m benchmarks.bench_sampler --device cuda --groups 40 --dtype bf16   # on a GPU
 
-Input (G, 729, 1152) + padding mask (G, 729) → output (G, 128, 3072), the xGen-MM preset (spec §1.5). The mask
-follows a 640×480 image on the 2×2 grid, repeated: per 5 groups the visible-token counts are
-[729, 351, 729, 729, 351] (base, then four chunks; spec §9 item 4).
+Input (G, 729, 1152) + padding mask (G, 729) → output (G, 128, 3072), the xGen-MM preset (LAVIS
+`open_flamingo/src/helpers.py`, `PerceiverResampler`). The mask follows a 640×480 image on the 2×2 grid,
+repeated: per 5 groups the visible-token counts are [729, 351, 729, 729, 351] (base, then four chunks of the
+54×54 feature map with rows 0–6 and 47–53 padding).
 
 Peak memory: each attention implementation (`PerceiverResampler.attention_impl` = "sdpa" or "math") runs one
 step in its own process, so the numbers do not mix: on CPU the growth of max RSS (`resource.getrusage`) over the
@@ -48,7 +49,7 @@ from benchmarks._common import (
 )
 
 NUM_TOKENS = 729  # SigLIP so400m-384 tokens per crop
-VISIBLE_PATTERN = [729, 351, 729, 729, 351]  # 640×480 on 2×2 (spec §9 item 4)
+VISIBLE_PATTERN = [729, 351, 729, 729, 351]  # 640×480 on 2×2: padding rows 0–6 and 47–53 of the 54×54 map
 IMPLS = ("sdpa", "math")
 
 

@@ -4,9 +4,10 @@
     uv run python -m benchmarks.bench_text_only --quick    # smoke run
 
 The released recipe gives every text-only sample a dummy all-zero 384×384 image that is encoded by SigLIP and the
-perceiver and then thrown away (spec §2.4). Here text-only records carry no image at all. The script builds a tiny
-XGenMM (`tiny_config(train_tiny_tokenizer(...))`), makes LLaVA-style records with `xgenmm_data`
-(`SupervisedDataset` + `DataCollator`), and runs forward passes on:
+perceiver and then thrown away (LAVIS `open_flamingo/train/sft_data_utils.py`, `LazySupervisedDataset`). Here
+text-only records carry no image at all. The script builds a tiny XGenMM
+(`tiny_config(train_tiny_tokenizer(...))`), makes LLaVA-style records with `xgenmm_data` (`SupervisedDataset`
++ `DataCollator`), and runs forward passes on:
 
 * a batch of text-only records,
 * a mixed batch (half with one image, half text-only), and the same records packed into rows,

@@ -9,7 +9,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Phi-3's added tokens (spec §2.1): 32000.. in that order, role tokens with rstrip=True; then the xGen-MM ones.
+# Phi-3's added tokens (`microsoft/Phi-3-mini-4k-instruct` added_tokens.json): 32000.. in that order, role
+# tokens with rstrip=True; then the xGen-MM ones.
 PHI3_ADDED = [
     ("<|endoftext|>", False),
     ("<|assistant|>", True),
@@ -65,7 +66,8 @@ def tokenizer():
 
 
 def reference_phi3_labels(text: str, tokenizer, max_len: int = 2048):
-    """The reference's count-and-skip label algorithm (spec §2.3), written from the prose, as a test oracle.
+    """The reference's count-and-skip label algorithm (LAVIS `sft_data_utils.preprocess_phi_3_new`), written
+    from its description, as a test oracle.
     Returns (ids, labels) with -100 masks; all -100 on a "tokenization mismatch"."""
 
     def tok(s):

@@ -32,7 +32,7 @@ def test_items_follow_the_contract(good_data, tokenizer, helpers):
         vis = sum(helpers.vision_tokens(s) for s in item["image_sizes"])
         assert item["num_tokens"] == len(ids) - n_img + vis == ds.lengths[i]
         assert ds.has_image[i] == bool(n_img)
-    # single image without <image> in its text gets "<image>\n" prepended (spec §2.4)
+    # single image without <image> in its text gets "<image>\n" prepended (as the original does)
     text = tokenizer.decode(ds[1]["input_ids"].tolist())
     assert "<|user|><image>\nDescribe the picture." in text.replace("<|user|>\n", "<|user|>")
     # multi-image order: image sizes follow the list

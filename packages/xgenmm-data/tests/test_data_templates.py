@@ -67,7 +67,8 @@ def _supervised_text(tokenizer, ids, labels):
     ids=["multi-turn-image", "single-turn", "text-only", "multi-image-3-turns"],
 )
 def test_labels_equal_reference_algorithm(tokenizer, conv, ref_labels):
-    """Segment/offset masks == the §2.3 count-and-skip algorithm on a tokenizer with rstrip role tokens."""
+    """Segment/offset masks == the original's count-and-skip algorithm (`preprocess_phi_3_new`) on a tokenizer
+    with rstrip role tokens."""
     ids, labels = tokenize_conversation(conv, tokenizer)
     text = get_template("phi_3").render(conv)
     ref_ids, ref_labels = ref_labels(text, tokenizer)

@@ -42,7 +42,7 @@ def test_records_reference_query_history_and_images(tmp_path):
 
 
 def test_records_single_image_placeholder_rule_and_image_folder(tmp_path):
-    # two placeholders for one image -> all removed, "<image>\n" put in front (spec §2.4)
+    # two placeholders for one image -> all removed, "<image>\n" put in front (the training rule)
     recs = [{"image": "x.png", "conversations": [{"from": "human", "value": "Look <image> and <image> here "},
                                                  {"from": "gpt", "value": "ok"}]}]  # fmt: skip
     (rec,) = load_eval_records(_write(tmp_path, recs, "e.jsonl"), image_folder="/data/imgs")

@@ -36,7 +36,8 @@ def test_released_sizes_on_meta_device():
 
 
 def test_released_config_json_parses_offline(tmp_path):
-    # The released instruct-interleave-r-v1.5 config.json (spec §5.2): only the non-default fields.
+    # The released instruct-interleave-r-v1.5 config.json
+    # (Salesforce/xgen-mm-phi3-mini-instruct-interleave-r-v1.5): only the non-default fields.
     released = {
         "architectures": ["XGenMMModelForConditionalGeneration"],
         "model_type": "xgenmm",

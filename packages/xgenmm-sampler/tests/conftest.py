@@ -1,8 +1,9 @@
-"""Shared fixtures and the explicit-math reference of the perceiver resampler (spec §1.5).
+"""Shared fixtures and the explicit-math reference of the perceiver resampler (LAVIS
+`open_flamingo/src/helpers.py`, `PerceiverResampler`).
 
-The reference is written from the spec, independently of `xgenmm_sampler.modeling`: it runs on a plain state
-dict with `F.layer_norm`/matmuls, masks keys with -inf, subtracts the detached row max and applies softmax, as
-the original does.
+The reference is written from the original's description, independently of `xgenmm_sampler.modeling`: it runs
+on a plain state dict with `F.layer_norm`/matmuls, masks keys with -inf, subtracts the detached row max and
+applies softmax, as the original does.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_preset_parameter_count_on_meta():
 
 
 def expected_xgenmm_shapes() -> dict[str, tuple[int, ...]]:
-    """Spec §5.3: the `vision_tokenizer.*` tensors of the released checkpoint, prefix removed."""
+    """The `vision_tokenizer.*` tensors of the released checkpoint, prefix removed."""
     shapes = {"latents": (128, 1152)}
     for i in range(6):
         p = f"layers.{i}"

@@ -1,5 +1,6 @@
 """Shared fixtures of the xgenmm-vision tests: offline hub, test images, and a plain re-statement of the reference
-anyres procedure (LAVIS any_res_data_utils.py + the per-crop torchvision transform, spec §1.3)."""
+anyres procedure (LAVIS any_res_data_utils.py + the per-crop torchvision transform of
+`open_flamingo/src/factory.py`)."""
 
 import math
 import os
@@ -15,7 +16,7 @@ REFERENCE_GRIDS = [(384, 768), (768, 384), (768, 768), (1152, 384), (384, 1152)]
 
 
 def reference_select_best_resolution(original_size, candidates):
-    """Spec §1.3 step 2, written out plainly."""
+    """The original's `select_best_resolution`, written out plainly."""
     original_width, original_height = original_size
     best_fit = None
     max_effective_resolution = 0

@@ -1,4 +1,4 @@
-"""Grid choice, resize rule and pixel exactness of the anyres processor (spec §1.3, §9 items 1-2)."""
+"""Grid choice, resize rule and pixel exactness of the anyres processor (LAVIS any_res_data_utils.py)."""
 
 import hashlib
 import importlib.util
@@ -138,7 +138,7 @@ def test_pixels_bit_exact_other_mean_std_and_modes(reference, make_image):
 
 
 def test_640x480_layout_and_padding():
-    # §9 item 2: 5 crops; the image is resized to 768x576 and pasted at y=96 on a black 768x768 canvas.
+    # 640x480: 5 crops; the image is resized to 768x576 and pasted at y=96 on a black 768x768 canvas.
     out = AnyResImageProcessor()(Image.new("RGB", (640, 480), (255, 255, 255)))
     pv = out.pixel_values
     assert pv.shape == (5, 3, 384, 384)

@@ -1,4 +1,5 @@
-"""Padding masks and regrouping of crop features into perceiver groups (spec §1.4, §9 items 4-5)."""
+"""Padding masks and regrouping of crop features into perceiver groups (LAVIS
+`VLM._encode_vision_x_anyres`)."""
 
 import pytest
 import torch
@@ -70,7 +71,7 @@ def test_reference_groups_are_row_major_chunks_of_the_map(size):
 
 
 def test_two_column_group_contents():
-    # §9 item 5: on 2x2 the first group after the base = map rows 0-12 fully + row 13 columns 0-26
+    # on 2x2 the first group after the base = map rows 0-12 fully + row 13 columns 0-26
     groups, _, _ = regroup_anyres_features(position_features([(640, 480)]), [(640, 480)])
     first = {tuple(int(v) for v in t) for t in groups[1]}
     expected = {(r, c) for r in range(13) for c in range(54)} | {(13, c) for c in range(27)}

@@ -1,4 +1,5 @@
-"""SigLIP vision encoder on transformers' SiglipVisionModel (spec §1.2, §5.3, §9 item 3)."""
+"""SigLIP vision encoder on transformers' SiglipVisionModel (LAVIS `open_flamingo/src/factory.py`, the
+"google" encoder)."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Collate items into the batch `XGenMM.forward` takes (docs/interfaces.md, spec §3.5).
+"""Collate items into the batch `XGenMM.forward` takes (docs/interfaces.md; LAVIS
+`sft_data_utils.DataCollatorForSupervisedDataset`).
 
 Plain batch (a list of items)::
 

@@ -38,8 +38,8 @@ class SupervisedDataset(Dataset):
             `.pixel_values` / `.image_size`.
         vision_tokens_for: callable (w, h) -> number of LM tokens the image becomes (e.g. 384/512/640).
         template: default template name for sources that do not set one.
-        max_length: text-token budget before image expansion (spec §2.3: 2048).
-        max_images: images per record above which the record is skipped (spec §2.4: 4).
+        max_length: text-token budget before image expansion (the original's 2048).
+        max_images: images per record above which the record is skipped (the original's 4).
         max_bad_fraction: fail when more than this fraction of records is bad.
     """
 

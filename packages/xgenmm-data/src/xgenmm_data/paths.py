@@ -1,5 +1,6 @@
-"""Image path mapping (spec §3.3): a `PathMap` of path substrings to replacements, read from a dict, a YAML file
-or a Python file defining `IMAGE_FOLDER_DICT` (parsed with `ast`, never executed), and `resolve_image_path`.
+"""Image path mapping (LAVIS `open_flamingo/train/sft_data_utils.py`, its image folder dict): a `PathMap` of
+path substrings to replacements, read from a dict, a YAML file or a Python file defining `IMAGE_FOLDER_DICT`
+(parsed with `ast`, never executed), and `resolve_image_path`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from .datafiles import DataError, decode_utf8
 
 
 class PathMap:
-    """Ordered substring mapping of image paths (spec §3.3): the first key (in order) that is a substring of
-    the path wins and every occurrence of it is replaced by its value."""
+    """Ordered substring mapping of image paths, as the original's image folder dict: the first key (in order)
+    that is a substring of the path wins and every occurrence of it is replaced by its value."""
 
     def __init__(self, mapping: dict[str, str] | None = None):
         self.mapping = dict(mapping or {})

@@ -1,4 +1,5 @@
-"""Per-record checks and the record -> dataset item path (spec §2.4, §3.4).
+"""Per-record checks and the record -> dataset item path (LAVIS
+`sft_data_utils.LazySupervisedDataset.__getitem__`).
 
 `SampleProcessor(record, images)` turns one LLaVA record plus its opened images into the item of the
 contract (docs/interfaces.md)::
@@ -45,8 +46,8 @@ def record_messages(record) -> list[dict]:
 
 
 def prepare_conversations(ref: SampleRef, max_images: int = 4, image_token: str = IMAGE_TOKEN) -> list[dict]:
-    """Validate the record's turns and apply the `<image>` rules of spec §2.4; returns a new conversation
-    list (the record is not mutated) or raises `BadSample`.
+    """Validate the record's turns and apply the `<image>` rules of the original's `LazySupervisedDataset`;
+    returns a new conversation list (the record is not mutated) or raises `BadSample`.
 
     * single image (`image` is a string): in the first human turn, if `<image>` does not occur exactly once,
       all occurrences are removed, the text stripped and `<image>\\n` prepended; `<image>` elsewhere is an error.

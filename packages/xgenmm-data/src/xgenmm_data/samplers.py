@@ -2,7 +2,8 @@
 
 Both samplers are *batch* samplers (`DataLoader(dataset, batch_sampler=s, collate_fn=DataCollator(...))`)
 and build the whole epoch's plan from `(seed, epoch)` with a private `random.Random`; no global RNG is read
-or reseeded (the reference reseeds torch's global RNG and lets ranks disagree — spec §3.6, §8 item 13).
+or reseeded (the reference reseeds torch's global RNG and lets ranks disagree: LAVIS
+`sft_data_utils.LengthGroupedSampler` shuffles with the rank-seeded global RNG).
 
 A plan is a list of global steps; step s holds `world_size` per-rank batches and rank r takes the r-th.
 Across the ranks every index appears exactly once per epoch; the tail that does not fill a last step is
@@ -109,7 +110,8 @@ class _Plan:
 
 
 class LengthGroupedSampler(_Plan):
-    """Batches of similar token length, optionally one modality per step (spec §3.6, with real lengths).
+    """Batches of similar token length, optionally one modality per step (the original's
+    `LengthGroupedSampler`, with real lengths).
 
     Per epoch: indices are split by modality (text-only vs. with images, when `group_by_modality`), shuffled,
     cut into megabatches of `megabatch_steps` global steps, each sorted by length (longest first) and cut into

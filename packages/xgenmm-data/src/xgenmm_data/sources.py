@@ -1,4 +1,5 @@
-"""The data mixture (spec §3.1–§3.2): sources, record selection and `SampleRef`s with resolved image paths.
+"""The data mixture (LAVIS `open_flamingo/train/sft_data_utils.py`, its `--data_path` YAML): sources, record
+selection and `SampleRef`s with resolved image paths.
 
 Reading the data files is `datafiles.py`, the image path mapping `paths.py` (both re-exported here).
 
@@ -20,7 +21,7 @@ Extended form (per source: `path` + one of `count` / `fraction` / `all`, optiona
 
 Relative data paths are resolved against the YAML file's folder. For every source a fresh
 `random.Random(seed)` draws `count` record indices: `choices` (with replacement) when count > size, else
-`sample` (without replacement), so the reference's YAMLs select the very same records (spec §3.2).
+`sample` (without replacement), so the reference's YAMLs select the very same records.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .paths import PathMap, resolve_image_path
 
 
 def mixture_indices(size: int, count: int, seed: int = 42) -> list[int]:
-    """Indices of the records drawn from a source of `size` records (spec §3.2): a fresh `Random(seed)`;
+    """Indices of the records drawn from a source of `size` records, as the original: a fresh `Random(seed)`;
     `choices` with replacement if count > size, else `sample` without. Same picks as the reference's
     `random.Random(seed).choices(records, k=count)` / `.sample(records, count)`."""
     rng = random.Random(seed)
@@ -79,7 +80,7 @@ class SampleRef:
     """One selected record with where it came from and its resolved image paths.
 
     `images`: resolved paths in record order ([] for text-only); `image_is_list`: the record's `image` was a
-    list (multi-image form, spec §2.4); `error`: why the record cannot be used (None if fine so far).
+    list (multi-image form); `error`: why the record cannot be used (None if fine so far).
     """
 
     record: dict

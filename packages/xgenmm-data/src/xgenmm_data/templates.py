@@ -1,12 +1,13 @@
 """Conversation templates: render a LLaVA conversation into text segments, each marked supervised or not.
 
-The `phi_3` template reproduces xGen-MM's SFT string exactly (spec §2.2, LAVIS
+The `phi_3` template reproduces xGen-MM's SFT string exactly (LAVIS
 `open_flamingo/train/sft_data_utils.py::preprocess_phi_3_new`):
 
     <|system|>\\n{system}<|end|>\\n<|user|>\\n{q}<|end|>\\n<|assistant|>\\n{a}<|end|>\\n ...
 
 A rendered conversation is a list of `Segment(text, supervised)`; concatenating the texts gives the training
-string, and the supervised segments are exactly each assistant reply plus its end marker (spec §2.3).
+string, and the supervised segments are exactly each assistant reply plus its end marker
+(`sft_data_utils.preprocess_phi_3_new`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class ChatTemplate:
 
     def segments(self, conversations: list[dict], add_system: bool = True) -> list[Segment]:
         """Render a conversation (LLaVA or chat form) as segments. Prepends `self.system` if the first turn
-        is not a system turn (spec §3.1)."""
+        is not a system turn (as the original does)."""
         messages = normalize_messages(conversations)
         if add_system and self.system is not None and (not messages or messages[0]["role"] != "system"):
             messages = [{"role": "system", "content": self.system}] + messages
@@ -214,7 +215,8 @@ def get_template(template="phi_3", tokenizer=None):
 def build_prompt(
     query: str, template="phi_3", system: str | None = None, history=None, tokenizer=None
 ) -> str:
-    """Inference prompt ending with the generation prompt (`<|assistant|>\\n` for phi_3), spec §2.2.
+    """Inference prompt ending with the generation prompt (`<|assistant|>\\n` for phi_3), as the original's
+    `conv_phi_3`.
 
     `query` may contain `<image>` placeholders (one per image, in image order).
     """

@@ -1,4 +1,5 @@
-"""Tokenize a rendered conversation and build its labels (spec §2.3, §2.4).
+"""Tokenize a rendered conversation and build its labels (LAVIS `open_flamingo/train/sft_data_utils.py`,
+`preprocess_phi_3_new`).
 
 Labels are computed from the template's segments, not with the reference's count-and-skip arithmetic:
 
@@ -96,8 +97,9 @@ def encode_conversation(
     """Render `conversations` with `template`, tokenize (no BOS/EOS added) and mask labels.
 
     Supervised positions = each assistant reply + its end marker (`<|end|>` for phi_3); everything else
-    (system block, user turns, generation prompts, separators, `<image>`) is -100 (spec §2.3).
-    Truncation keeps the first `max_length` text tokens; callers drop the images whose `<image>` was cut.
+    (system block, user turns, generation prompts, separators, `<image>`) is -100 (as in
+    `preprocess_phi_3_new`). Truncation keeps the first `max_length` text tokens; callers drop the images
+    whose `<image>` was cut.
     """
     tmpl = get_template(template, tokenizer)
     segments = tmpl.segments(conversations)

@@ -3,10 +3,11 @@
     xgenmm-chat --model CKPT --image a.jpg --image b.jpg "What is in the second image?"   # one shot
     xgenmm-chat --model CKPT --image a.jpg                                                # interactive
 
-Without `<image>` in the question, one `<image>\\n` per image is put in front of it (spec §2.4); otherwise the
-question must hold one `<image>` per image, in image order. Decoding is greedy (spec §7), stopping at `<|end|>`.
-Interactive commands: `/image PATH` attaches an image to the next question, `/reset` clears the conversation,
-`/quit` (or end of input) leaves. Replies are streamed to stdout; the `>>> ` prompt goes to stderr.
+Without `<image>` in the question, one `<image>\\n` per image is put in front of it (the training layout);
+otherwise the question must hold one `<image>` per image, in image order. Decoding is greedy (as LAVIS
+`inference.ipynb`), stopping at `<|end|>`. Interactive commands: `/image PATH` attaches an image to the next
+question, `/reset` clears the conversation, `/quit` (or end of input) leaves. Replies are streamed to stdout;
+the `>>> ` prompt goes to stderr.
 """
 
 from __future__ import annotations

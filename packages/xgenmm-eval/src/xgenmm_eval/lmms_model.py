@@ -8,10 +8,10 @@ lmms-eval's simple models receive them (`Instance.args`):
   answer is `GenerationResult(text=(negative log-likelihood, is_greedy))` (see `loglikelihood`).
 
 `doc_to_visual(self.task_dict[task][split][doc_id])` gives the document's images. Prompting is the one of the
-VLMEvalKit bridge (spec §7): the context keeps its own `<image>` placeholders when it has one per image, else
-`"<image> "` per image goes in front; then the `phi_3` template. Decoding is greedy (`do_sample`/`temperature`
-in gen_kwargs are ignored), `max_new_tokens` from gen_kwargs (default 1024), the reply is cut at `<|end|>` and
-at each `until` string.
+VLMEvalKit bridge (VLMEvalKit `vlmeval/vlm/xgen_mm.py`): the context keeps its own `<image>` placeholders when
+it has one per image, else `"<image> "` per image goes in front; then the `phi_3` template. Decoding is greedy
+(`do_sample`/`temperature` in gen_kwargs are ignored), `max_new_tokens` from gen_kwargs (default 1024), the
+reply is cut at `<|end|>` and at each `until` string.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Turning user inputs (kit messages, chat questions, eval records) into a query string plus an image list.
 
 Every front end of this package ends in the same place: a query with one `<image>` placeholder per image (in
-image order), wrapped by the chat template of `xgenmm_data` (`phi_3` by default, spec §2.2), and the images as
+image order), wrapped by the chat template of `xgenmm_data` (`phi_3` by default), and the images as
 RGB PIL images. The rules for where the placeholders go:
 
-* VLMEvalKit / lmms-eval messages (spec §7): items in order; text items are concatenated as they are, each
-  image item adds `"<image> "` (with the trailing space VLMEvalKit's own xGen-MM wrapper uses).
+* VLMEvalKit / lmms-eval messages (VLMEvalKit `vlmeval/vlm/xgen_mm.py`): items in order; text items are
+  concatenated as they are, each image item adds `"<image> "` (with the trailing space VLMEvalKit's own xGen-MM wrapper uses).
 * a question typed by a user (chat CLI) or a task context (lmms-eval): if it holds exactly one `<image>` per
   image it is used as is; if it holds none, `"<image>" + sep` per image is put in front (`sep="\\n"`: the
-  training layout of spec §2.4, used by the chat CLI; `sep=" "`: VLMEvalKit's layout, used by the lmms-eval
-  plugin); any other count is an error.
+  training layout (LAVIS `sft_data_utils.LazySupervisedDataset`), used by the chat CLI; `sep=" "`:
+  VLMEvalKit's layout, used by the lmms-eval plugin); any other count is an error.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ One record (JSON list or JSON lines):
                                            letter -> text; else parsed from "A. cat" / "B) dog" query lines)
 
 The query is the last human turn before the last gpt turn; earlier turns become the prompt's history.
-Image placeholders follow spec §2.4: with a single image, a record whose human turns do not hold exactly one
-`<image>` gets them all removed and `<image>\\n` put in front of the first human turn; with several images the
-count must match.
+Image placeholders follow the training rule (LAVIS `sft_data_utils.LazySupervisedDataset`): with a single
+image, a record whose human turns do not hold exactly one `<image>` gets them all removed and `<image>\\n` put
+in front of the first human turn; with several images the count must match.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _read_json_records(path: Path) -> list:
 
 
 def _fix_single_image(turns: list[dict]) -> list[dict]:
-    """Spec §2.4 single-image rule, applied over all human turns."""
+    """The training single-image rule, applied over all human turns."""
     human = [t for t in turns if t["from"] == "human"]
     if sum(t["value"].count(IMAGE_TOKEN) for t in human) == 1:
         return turns

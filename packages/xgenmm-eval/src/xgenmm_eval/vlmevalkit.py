@@ -9,7 +9,7 @@ The model interface it defines (`vlmeval/vlm/base.py`, class `BaseModel`):
 * `use_custom_prompt(dataset)` False -> the dataset builds the message itself;
 * `set_dump_image(fn)` is called by `infer_data` before the first sample.
 
-Prompt and decoding match VLMEvalKit's own xGen-MM wrapper (`vlmeval/vlm/xgen_mm.py`, spec §7): items in order,
+Prompt and decoding match VLMEvalKit's own xGen-MM wrapper (`vlmeval/vlm/xgen_mm.py`): items in order,
 `"<image> "` per image, the `phi_3` template, greedy decoding, `max_new_tokens=1024`, text cut at `<|end|>`.
 Images of one message are preprocessed together (anyres, one pixel tensor per image).
 

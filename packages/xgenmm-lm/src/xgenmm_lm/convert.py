@@ -4,7 +4,7 @@
     xgenmm-convert xgenmm-to-hf   CKPT_DIR OUT_DIR [--remote-code SNAPSHOT_DIR]
     xgenmm-convert lavis-to-xgenmm CKPT.pt OUT_DIR [--config CONFIG] [--tokenizer DIR]
 
-Tensors are renamed only (the released names are `"vlm." + ` this package's names, spec §5.3): dtypes and bytes
+Tensors are renamed only (the released names are `"vlm." + ` this package's names): dtypes and bytes
 are kept. Every conversion first checks all tensor names and shapes against the model built from the config on
 the `meta` device, and writes atomically. hf-to-xgenmm and xgenmm-to-hf stream one shard at a time.
 """

@@ -1,4 +1,5 @@
-"""Splice vision tokens into the text stream (spec §1.6).
+"""Splice vision tokens into the text stream (LAVIS `open_flamingo/src/vlm.py`,
+`VLMWithLanguageStream._prepare_inputs_for_forward`).
 
 The k-th `<image>` token of a sample is removed and replaced by the k-th image's block of embeddings (base image
 first, `num_latents` tokens per group). Vision positions get attention 1 and label -100. The batch is re-padded to

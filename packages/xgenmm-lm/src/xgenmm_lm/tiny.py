@@ -1,4 +1,4 @@
-"""Tiny configuration for tests, examples and CPU benchmarks (spec tiny sizes: SigLIP hidden 32, sampler 8 latents)."""
+"""Tiny configuration for tests, examples and CPU benchmarks (SigLIP hidden 32, sampler 8 latents)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Tokenizer helpers: the three xGen-MM special tokens, loading a tokenizer, and a tiny Phi-3-like tokenizer for tests.
 
-Reference order (spec §1.6, §2.1): `<pad>` (if missing), then `<image>`, `<image placeholder>`, `<|endofchunk|>`
-— so `<image>` gets the id `initial_tokenizer_len` (32012 for Phi-3) and the other two follow.
+Reference order (LAVIS `open_flamingo/src/factory.py`, `add_special_tokens`): `<pad>` (if missing), then
+`<image>`, `<image placeholder>`, `<|endofchunk|>` — so `<image>` gets the id `initial_tokenizer_len` (32012
+for Phi-3) and the other two follow.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 def build_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedTokenizerBase:
     """Load a tokenizer (`AutoTokenizer.from_pretrained(name_or_path, **kwargs)`) and `add_special_tokens` to it.
 
-    Note (spec §2.1): the released model was trained with the slow sentencepiece Phi-3 tokenizer; a fast
+    Note: the released model was trained with the slow sentencepiece Phi-3 tokenizer; a fast
     tokenizer may differ in the leading "▁" piece after role tokens.
     """
     try:

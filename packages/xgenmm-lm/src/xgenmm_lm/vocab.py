@@ -1,4 +1,5 @@
-"""Decoupled vocabulary extension (spec §1.7): new token rows live beside the LM's tables, no resize.
+"""Decoupled vocabulary extension (LAVIS `open_flamingo/src/helpers.py`, `DecoupledEmbedding` /
+`DecoupledLinear`): new token rows live beside the LM's tables, no resize.
 
 The LM keeps its original input table and output head (32,064 rows for Phi-3). Ids up to
 `initial_tokenizer_len - 1` use them; the `num_additional` ids after that (`<image>`, `<image placeholder>`,

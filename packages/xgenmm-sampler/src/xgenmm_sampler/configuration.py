@@ -1,7 +1,7 @@
 """Configuration of the perceiver resampler (xGen-MM "vision token sampler").
 
-Defaults are the released xGen-MM (BLIP-3) phi3-mini values (spec §1.5): SigLIP so400m features of width 1152
-are turned into 128 tokens of the Phi-3 embedding width 3072.
+Defaults are the released xGen-MM (BLIP-3) phi3-mini values (LAVIS `open_flamingo/src/factory.py`): SigLIP
+so400m features of width 1152 are turned into 128 tokens of the Phi-3 embedding width 3072.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Perceiver resampler of xGen-MM (BLIP-3): a variable set of vision features → a fixed set of tokens.
 
-Behaviour and parameter names follow the released checkpoint (spec `xgenmm-reference.md` §1.5 and §5.3; LAVIS
+Behaviour and parameter names follow the released checkpoint (LAVIS
 `open_flamingo/src/helpers.py`, branch xgen-mm): the `vision_tokenizer.*` tensors load with `strict=True`.
 
 Parts before whole: attention kernels → `PerceiverAttention` → `feed_forward` → `PerceiverResampler`.

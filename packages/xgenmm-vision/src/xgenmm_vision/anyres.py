@@ -1,7 +1,7 @@
 """Anyres image preprocessing of xGen-MM (BLIP-3): grid choice, resize + pad, crops, pixel normalisation.
 
 Reproduces LAVIS `open_flamingo/train/any_res_data_utils.py` (branch xgen-mm) followed by the per-crop transform of
-`open_flamingo/src/factory.py` (spec §1.3), bit-exact in float32 with the pixels the released models were trained on.
+`open_flamingo/src/factory.py`, bit-exact in float32 with the pixels the released models were trained on.
 
 Pillow 13 changed `Image.resize`: when both sides change it may run the vertical pass before the horizontal one,
 which moves pixels by up to tens of levels on high-frequency content (Pillow 10-12 always ran horizontal first, and
@@ -73,7 +73,8 @@ def normalize_grids(grids, base_size: int) -> list[ImageSize]:
 
 
 def select_best_resolution(original_size: Sequence[int], candidates: Iterable[Sequence[int]]) -> ImageSize:
-    """Pick the candidate (width, height) that keeps the most of the original resolution (spec §1.3 step 2).
+    """Pick the candidate (width, height) that keeps the most of the original resolution
+    (`select_best_resolution` of any_res_data_utils.py).
 
     For each candidate the image is scaled to fit inside it; the candidate with the largest effective resolution
     `min(scaled_w * scaled_h, w * h)` wins, an exact tie goes to the smaller wasted area, remaining ties to the
@@ -99,7 +100,7 @@ def grid_shape(image_size: Sequence[int], grids=None, base_size: int = 384) -> t
 
 
 def resized_size(original_size: Sequence[int], target_size: Sequence[int]) -> ImageSize:
-    """Size (width, height) of the image inside the padded canvas (spec §1.3 step 3).
+    """Size (width, height) of the image inside the padded canvas (the original's resize step).
 
     The scale is a float quotient computed first, then multiplied and rounded up (a 68×85 image on 384×768 becomes
     384×481, clipped to the canvas).
@@ -172,9 +173,10 @@ class AnyResBatch:
 class AnyResImageProcessor:
     """The xGen-MM anyres processor: PIL image → (1 + cols·rows, 3, S, S) normalised crops.
 
-    Steps (spec §1.3): convert to RGB; pick the best candidate (W, H) for the original size; resize the image with
-    aspect ratio kept (PIL bicubic) and centre it on a black W×H canvas; cut the canvas into S×S crops row by row;
-    put the whole image squashed to S×S (PIL bicubic) first; map every pixel x to (x/255 − mean)/std in float32.
+    Steps (as `process_anyres_image` of any_res_data_utils.py): convert to RGB; pick the best candidate (W, H)
+    for the original size; resize the image with aspect ratio kept (PIL bicubic) and centre it on a black W×H
+    canvas; cut the canvas into S×S crops row by row; put the whole image squashed to S×S (PIL bicubic) first;
+    map every pixel x to (x/255 − mean)/std in float32.
 
     Unlike the original, the canvas lives in one uint8 array and the crops are views of it, so there are exactly two
     resizes and one conversion to float per image; with the PIL backend the result is bit-identical.

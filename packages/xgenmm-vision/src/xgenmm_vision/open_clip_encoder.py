@@ -1,4 +1,5 @@
-"""Vision encoder on an open_clip visual tower (extra `open-clip`; LAVIS' non-"google" branch, spec §1.2).
+"""Vision encoder on an open_clip visual tower (extra `open-clip`; LAVIS' non-"google" branch of
+`open_flamingo/src/factory.py`).
 
 Same contract as `SiglipVisionEncoder`: pixel_values (N, 3, S, S) → patch-token features (N, tokens, hidden) after
 the tower's final norm, prefix (class) tokens dropped. Works for open_clip's own `VisionTransformer` towers and for

@@ -1,4 +1,5 @@
-"""Regroup per-crop vision features into perceiver groups with padding masks (spec §1.4).
+"""Regroup per-crop vision features into perceiver groups with padding masks (LAVIS
+`open_flamingo/src/vlm.py`, `VLM._encode_vision_x_anyres`).
 
 Reproduces `VLM._encode_vision_x_anyres` of LAVIS `open_flamingo/src/vlm.py` (branch xgen-mm), including the way it
 cuts the assembled feature map into groups (mode "reference").

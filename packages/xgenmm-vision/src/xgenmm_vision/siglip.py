@@ -1,4 +1,5 @@
-"""SigLIP vision encoder of xGen-MM (spec §1.2), on transformers' native `SiglipVisionModel` (no remote code).
+"""SigLIP vision encoder of xGen-MM (LAVIS `open_flamingo/src/factory.py`, the "google" encoder), on
+transformers' native `SiglipVisionModel` (no remote code).
 
 In transformers 5 `SiglipVisionModel` holds `embeddings`, `encoder`, `post_layernorm` and `head` directly, which
 are exactly the names of the released checkpoint's `vision_encoder.*` tensors (LAVIS kept the 4.x
