@@ -21,8 +21,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    from xgenmm_train.default_run import run_default_sft
-    from xgenmm_train.synthetic import CHANCE
+    from xgenmm_train.demo import run_default_sft
+    from xgenmm_train.demo.sft_data import CHANCE
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"run_dir={tmp}/default-sft", "logging.progress_bar=false"]

@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
         mode, data_dir, run_dir, steps = args.child
         child(mode, data_dir, run_dir, int(steps))
         return {}
-    from xgenmm_train.synthetic import make_dataset
+    from xgenmm_train.demo.sft_data import make_dataset
 
     steps = 2 if args.quick else 10
     out = {"benchmark": "dpo_reference_cpu_tiny", "steps": steps}

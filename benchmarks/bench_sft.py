@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from xgenmm_train.synthetic import make_dataset
+    from xgenmm_train.demo.sft_data import make_dataset
 
     steps = 3 if args.quick else 20
     out = {"benchmark": "sft_cpu_tiny", "threads": 1}

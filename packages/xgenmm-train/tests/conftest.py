@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory):
     """A small synthetic dataset (LLaVA JSON + PNGs + mixture YAML + preference pairs)."""
-    from xgenmm_train.synthetic import make_dataset
+    from xgenmm_train.demo.sft_data import make_dataset
 
     out = tmp_path_factory.mktemp("synth")
     return make_dataset(out, n_train=48, n_heldout=12, n_dpo=16, seed=1)

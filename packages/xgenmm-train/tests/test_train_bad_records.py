@@ -5,10 +5,9 @@ import json
 
 import pytest
 
-from xgenmm_train.data import _normalise_preference
+from xgenmm_train.data import _normalise_preference, all_texts
 from xgenmm_train.modeling import build_model
 from xgenmm_train.sft import SFTRecipe
-from xgenmm_train.synthetic import all_texts
 
 NO_VALUE = {"id": "no-value", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt"}]}
 NOT_AN_OBJECT = ["not", "a", "record"]

@@ -2,14 +2,15 @@ import re
 
 import pytest
 
-from xgenmm_train.default_run import run_default_sft
+from xgenmm_train.demo import run_default_sft
 
 
 def test_nan_loss_stops_naming_the_step(tmp_path, synth, make_config):
     import torch
 
     from xgenmm_train.distributed import build_engine, init_distributed
-    from xgenmm_train.trainer import NonFiniteLoss, StepContext
+    from xgenmm_train.errors import NonFiniteLoss
+    from xgenmm_train.recipe import StepContext
 
     _, world, device = init_distributed()
     engine, _, _ = build_engine(torch.nn.Linear(2, 2), make_config(tmp_path, synth["mixture"]), world, 5)
@@ -39,7 +40,7 @@ def default_sft(tmp_path_factory):
 
 @pytest.mark.slow
 def test_embedded_default_run_learns(default_sft):
-    from xgenmm_train.synthetic import CHANCE
+    from xgenmm_train.demo.sft_data import CHANCE
 
     _, result, out = default_sft
     acc = result["heldout_accuracy"]
@@ -52,7 +53,7 @@ def test_embedded_default_run_learns(default_sft):
 
 @pytest.mark.slow
 def test_embedded_default_dpo_improves_reward_accuracy(default_sft, tmp_path, capsys):
-    from xgenmm_train.default_run import run_default_dpo
+    from xgenmm_train.demo import run_default_dpo
 
     sft_overrides, _, _ = default_sft
     result = run_default_dpo(

@@ -8,8 +8,8 @@ def test_embedded_default_pretraining_learns_and_sft_continues(tmp_path, capsys)
     """`uv run xgenmm-train pretrain` (into a temporary run dir): >= 90 % held-out caption accuracy on every
     attribute whose chance is <= 25 %, judged from generated captions; then the printed SFT command runs."""
     from xgenmm_train.cli import main
-    from xgenmm_train.default_pretrain import run_default_pretrain
-    from xgenmm_train.synthetic_pretrain import CHANCE
+    from xgenmm_train.demo import run_default_pretrain
+    from xgenmm_train.demo.pretrain_data import CHANCE
 
     result = run_default_pretrain([f"run_dir={tmp_path}/default-pretrain", "logging.progress_bar=false"])
     out = capsys.readouterr().out

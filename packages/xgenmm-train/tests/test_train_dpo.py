@@ -7,8 +7,8 @@ from xgenmm_train.distributed import build_engine, init_distributed
 from xgenmm_train.dpo import DPORecipe, pair_logps, run_dpo
 from xgenmm_train.losses import dpo_loss
 from xgenmm_train.modeling import build_model
+from xgenmm_train.recipe import StepContext, to_device
 from xgenmm_train.sft import run_sft
-from xgenmm_train.trainer import StepContext, to_device
 
 
 def _dpo_config(make_config, tmp_path, synth, **extra):

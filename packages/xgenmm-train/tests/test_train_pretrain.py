@@ -14,8 +14,8 @@ from xgenmm_train.config import ConfigError, load_config
 @pytest.fixture(scope="module")
 def pretrain_data(tmp_path_factory):
     """Small demo shards (4 caption shards x 30, interleaved docs) and the tiny parts to compose."""
-    from xgenmm_train.default_pretrain import ensure_parts
-    from xgenmm_train.synthetic_pretrain import make_pretrain_data
+    from xgenmm_train.demo.pretrain_data import make_pretrain_data
+    from xgenmm_train.demo.pretrain_run import ensure_parts
 
     root = tmp_path_factory.mktemp("pretrain")
     paths = make_pretrain_data(

@@ -39,7 +39,7 @@ def _torchrun(*args):
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from xgenmm_train.synthetic_pretrain import make_pretrain_data
+    from xgenmm_train.demo.pretrain_data import make_pretrain_data
 
     root = tmp_path_factory.mktemp("dist")
     paths = make_pretrain_data(root, n_captions=80, n_documents=16, n_heldout=1, per_shard=10, seed=2)
@@ -71,7 +71,7 @@ def test_torchrun_two_ranks_read_disjoint_samples_that_cover_the_epoch(shards, t
 
 @pytest.mark.slow
 def test_torchrun_two_process_pretraining_stores_both_stream_positions(shards, tmp_path):
-    from xgenmm_train.default_pretrain import ensure_parts
+    from xgenmm_train.demo.pretrain_run import ensure_parts
 
     root, paths, _ = shards
     overrides = [

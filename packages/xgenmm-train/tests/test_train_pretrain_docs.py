@@ -59,7 +59,7 @@ def _layout(tmp: Path, synth) -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig
 
     from xgenmm_lm import train_tiny_tokenizer
-    from xgenmm_train.synthetic_pretrain import corpus, write_caption_shards, write_documents
+    from xgenmm_train.demo.pretrain_data import corpus, write_caption_shards, write_documents
     from xgenmm_vision import SiglipVisionEncoder
 
     (tmp / "packages").symlink_to(ROOT / "packages")

@@ -7,8 +7,8 @@ from safetensors.torch import load_file
 from xgenmm_train.data import build_plan, rank_batches
 from xgenmm_train.losses import sft_loss_sum
 from xgenmm_train.modeling import build_model
+from xgenmm_train.recipe import model_inputs
 from xgenmm_train.sft import SFTRecipe, run_sft
-from xgenmm_train.trainer import model_inputs
 
 
 def _losses(run_dir):
@@ -87,7 +87,7 @@ def test_zero_stages_match_plain_torch_loop(tmp_path, synth, make_config, stage)
 def test_grad_accumulation_equals_one_big_batch(tmp_path, synth, make_config):
     """Two micro-batches of 4 accumulated = one batch of 8 (token-normalised over the step)."""
     from xgenmm_train.distributed import build_engine, init_distributed
-    from xgenmm_train.trainer import StepContext
+    from xgenmm_train.recipe import StepContext
 
     _, world, device = init_distributed()
     finals = []

@@ -1,4 +1,5 @@
-"""xgenmm-train: pre-training, SFT and DPO of xGen-MM models on DeepSpeed, exact resume, and an embedded CPU demo run.
+"""xgenmm-train: pre-training, SFT and DPO of xGen-MM models on DeepSpeed, exact resume, and embedded CPU demo runs
+(``xgenmm_train.demo``).
 
 from xgenmm_train import load_config, run_sft
 run_sft(load_config("packages/xgenmm-train/configs/default-sft.yaml", ["train.max_steps=20"]))
@@ -14,11 +15,12 @@ from .checkpoint import (
 from .config import Config, ConfigError, load_config, to_yaml
 from .distributed import build_engine, deepspeed_config, init_distributed
 from .dpo import DPORecipe, run_dpo
-from .errors import EXIT_ERROR, EXIT_PREEMPTED, CheckpointError, Preempted, TrainError
+from .errors import EXIT_ERROR, EXIT_PREEMPTED, CheckpointError, NonFiniteLoss, Preempted, TrainError
 from .losses import dpo_loss, sequence_logps, sft_loss_sum
 from .pretrain import PretrainRecipe, run_pretrain
+from .recipe import Recipe, StepContext
 from .sft import SFTRecipe, run_sft
-from .trainer import NonFiniteLoss, train
+from .trainer import train
 
 __version__ = "0.1.0"
 
@@ -32,7 +34,9 @@ __all__ = [
     "NonFiniteLoss",
     "Preempted",
     "PretrainRecipe",
+    "Recipe",
     "SFTRecipe",
+    "StepContext",
     "build_engine",
     "deepspeed_config",
     "dpo_loss",

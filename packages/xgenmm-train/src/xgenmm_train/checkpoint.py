@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import pickle
@@ -46,6 +47,7 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
+    """``<run_dir>/checkpoints``, the folder of a run's ``step-NNNNNN`` checkpoints."""
     return Path(run_dir) / "checkpoints"
 
 
@@ -63,6 +65,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run whose save finished (not verified), or None."""
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
 
@@ -88,6 +91,7 @@ def _gather(obj):
 
 
 def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 16 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
@@ -177,6 +181,7 @@ def resolve_resume(resume: str | None, run_dir: str | Path) -> Path | None:
 
 
 def rng_state() -> dict:
+    """This process's Python, numpy, torch (and CUDA) RNG states as JSON-able lists."""
     state = {
         "python": _jsonable(random.getstate()),
         "numpy": _jsonable(np.random.get_state()),
@@ -188,6 +193,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the RNG states saved by ``rng_state``."""
     random.setstate(_tuples(state["python"]))
     np_state = state["numpy"]
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
@@ -288,8 +294,6 @@ _SAFE_GLOBALS = (
 
 
 def _safe_globals() -> list:
-    import importlib
-
     out = []
     for name in _SAFE_GLOBALS:
         module, _, attr = name.rpartition(".")

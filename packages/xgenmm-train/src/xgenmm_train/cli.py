@@ -19,8 +19,24 @@ import argparse
 import os
 import sys
 
+from xgenmm_data import DataError
+
 from .config import ConfigError, load_config, to_yaml
-from .errors import EXIT_ERROR, EXIT_PREEMPTED, Preempted, TrainError
+from .demo import (
+    default_dpo_config,
+    default_pretrain_config,
+    default_sft_config,
+    run_default_dpo,
+    run_default_pretrain,
+    run_default_sft,
+)
+from .dpo import run_dpo
+from .errors import EXIT_ERROR, EXIT_PREEMPTED, NonFiniteLoss, Preempted, TrainError
+from .pretrain import run_pretrain
+from .sft import run_sft
+
+# Exceptions shown as one line (exit 2): ours, the data package's, a non-finite loss.
+USER_ERRORS = (TrainError, ConfigError, DataError, NonFiniteLoss)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """``xgenmm-train`` (see the module docstring) → the exit status."""
     args = _parser().parse_intermixed_args(argv)
     rest = list(args.args)
     args.task = rest.pop(0) if rest and rest[0] in ("sft", "dpo", "pretrain") else None
@@ -52,12 +69,8 @@ def main(argv=None) -> int:
     task = args.task or "sft"
     try:
         if args.config is None and task == "pretrain":
-            from .default_pretrain import default_pretrain_config
-
             config = default_pretrain_config(args.overrides)
         elif args.config is None:
-            from .default_run import default_dpo_config, default_sft_config
-
             config = (default_dpo_config if task == "dpo" else default_sft_config)(args.overrides)
         else:
             config = load_config(args.config, args.overrides, task=args.task)
@@ -72,7 +85,7 @@ def main(argv=None) -> int:
     except Preempted as e:
         print(f"xgenmm-train: {e}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except _user_errors() as e:
+    except USER_ERRORS as e:
         if args.debug or os.environ.get("XGENMM_DEBUG") == "1":
             raise
         print(f"xgenmm-train: error: {one_line(e)}", file=sys.stderr)
@@ -82,40 +95,19 @@ def main(argv=None) -> int:
 
 def _run(args, config, task: str) -> None:
     if args.config is None and task == "pretrain":
-        from .default_pretrain import run_default_pretrain
-
         run_default_pretrain(args.overrides)
     elif args.config is None:
-        from .default_run import run_default_dpo, run_default_sft
-
         (run_default_dpo if task == "dpo" else run_default_sft)(args.overrides)
     elif config.task == "pretrain":
-        from .pretrain import run_pretrain
-
         run_pretrain(config)
     elif config.task == "dpo":
-        from .dpo import run_dpo
-
         run_dpo(config)
     else:
-        from .sft import run_sft
-
         run_sft(config)
-
-
-def _user_errors() -> tuple:
-    """Exceptions shown as one line: ours, the data package's, a non-finite loss."""
-    from xgenmm_data.sources import DataError
-
-    from .trainer import NonFiniteLoss
-
-    return (TrainError, ConfigError, DataError, NonFiniteLoss)
 
 
 def one_line(e: Exception) -> str:
     """The error on one line; data errors get a pointer to ``xgenmm-data check``."""
-    from xgenmm_data.sources import DataError
-
     if isinstance(e, DataError):
         bad = any("records are bad" in p for p in e.problems)
         hint = (

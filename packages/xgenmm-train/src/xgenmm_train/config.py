@@ -34,6 +34,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section: what to build or load (pretrained, tiny, compose), which parts train, attention,
+    checkpointing, compilation."""
+
     # "pretrained": XGenMM.from_pretrained(path) (a released snapshot or one of our checkpoints);
     # "tiny": xgenmm_lm.tiny_config(tokenizer) with a tokenizer trained in code on the training texts.
     init: str = "pretrained"
@@ -71,6 +74,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """The ``data`` section: where the records or shards are, template, image handling, batching (padded or
+    packed), DataLoader workers."""
+
     # A LLaVA JSON file, a directory of JSON files or a mixture YAML (spec §3.2).
     path: str | None = None
     # Optional image-path map (first substring key wins, spec §3.3) and base folder for relative paths.
@@ -100,6 +106,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The ``train`` section: seed, length, batch sizes, optimiser and schedule, precision, NaN policy."""
+
     seed: int = 42
     epochs: int = 1
     max_steps: int | None = None  # stop after this many optimizer steps; null = no limit (the epochs)
@@ -129,6 +137,8 @@ class TrainConfig:
 
 @dataclass
 class DeepSpeedConfig:
+    """The ``deepspeed`` section: ZeRO stage, CPU offload, raw DeepSpeed config entries."""
+
     zero_stage: int = 2
     offload_optimizer: bool = False
     offload_params: bool = False  # ZeRO-3 only
@@ -138,6 +148,8 @@ class DeepSpeedConfig:
 
 @dataclass
 class LoraConfig:
+    """The ``lora`` section: peft LoRA adapters (rank, alpha, dropout, target modules) and how they are saved."""
+
     enabled: bool = False
     r: int = 16
     alpha: int = 32
@@ -151,6 +163,8 @@ class LoraConfig:
 
 @dataclass
 class DpoConfig:
+    """The ``dpo`` section: beta, RPO weight, label smoothing and the reference policy."""
+
     beta: float = 0.1
     rpo_alpha: float = 0.0  # weight of the SFT (NLL) term on the chosen reply
     label_smoothing: float = 0.0
@@ -161,6 +175,8 @@ class DpoConfig:
 
 @dataclass
 class CheckpointConfig:
+    """The ``checkpoint`` section: how often to save, how many to keep, what to resume from."""
+
     save_every: int | None = 500  # optimizer steps; null saves only at the end
     keep_last: int = 2
     resume: str | None = None  # None | "auto" | a checkpoint directory
@@ -169,6 +185,8 @@ class CheckpointConfig:
 
 @dataclass
 class LoggingConfig:
+    """The ``logging`` section: metrics.jsonl interval, progress bar, tensorboard, wandb, loss plot."""
+
     log_every: int = 1
     progress_bar: bool = True
     tensorboard: bool = False
@@ -179,6 +197,8 @@ class LoggingConfig:
 
 @dataclass
 class EvalConfig:
+    """The ``eval`` section: the held-out set the embedded default runs evaluate on after training."""
+
     # Held-out evaluation after training (used by the embedded default): greedy generation on `path`.
     path: str | None = None
     max_new_tokens: int = 8
@@ -187,6 +207,8 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """A whole training config: the task, the run folder and one section per concern (module docstring)."""
+
     task: str = "sft"  # sft | dpo | pretrain
     run_dir: str = "runs/xgenmm-sft"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -327,10 +349,12 @@ def validate(config: Config) -> None:
 
 
 def to_yaml(config: Config) -> str:
+    """The config as YAML (what ``--print-config`` prints and ``<run_dir>/config.yaml`` holds)."""
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
 def to_dict(config: Config) -> dict:
+    """The config as plain nested dicts and lists (e.g. for wandb)."""
     return OmegaConf.to_container(OmegaConf.structured(config))
 
 

@@ -1,4 +1,5 @@
-"""Training data on top of xgenmm_data: the SFT dataset, preference (DPO) records, and the step plan.
+"""Training data on top of xgenmm_data: the SFT dataset, preference (DPO) records, the step plan, and the
+record texts a tiny tokenizer is trained on.
 
 Step plan: the data package's samplers are built with ``world_size = W × G`` virtual ranks (W processes,
 G gradient-accumulation micro-batches), as the reference does (spec §3.6). One global step of the plan is
@@ -14,13 +15,46 @@ import dataclasses
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xgenmm_data import (
+    BadSample,
+    DataCollator,
+    LengthGroupedSampler,
+    Mixture,
+    PackedBatchSampler,
+    SampleProcessor,
+    SupervisedDataset,
+    load_mixture,
+    record_messages,
+    resolve_image_path,
+)
+
 from .config import Config
 from .errors import TrainError
 
 
-def build_sft_dataset(config: Config, tokenizer, model):
-    from xgenmm_data.dataset import SupervisedDataset
+def all_texts(records: list[dict]) -> list[str]:
+    """Every conversation/preference string of a list of records (to train a tiny tokenizer on). Records that
+    fail the data package's record check (`xgenmm_data.record_messages`) are left out here: the dataset
+    reports, counts and skips them."""
+    texts = []
+    for r in records:
+        try:
+            messages = record_messages(r)
+        except BadSample:
+            continue
+        texts += [m["content"] for m in messages]
+        texts += [r[k] for k in ("chosen", "rejected", "question", "answer") if isinstance(r.get(k), str)]
+    return texts
 
+
+def mixture_texts(path: str) -> list[str]:
+    """``all_texts`` of every record of the LLaVA JSON or mixture YAML at ``path`` (``model.init=tiny``)."""
+    return all_texts([r.record for r in load_mixture(path)])
+
+
+def build_sft_dataset(config: Config, tokenizer, model) -> SupervisedDataset:
+    """The ``xgenmm_data.SupervisedDataset`` of ``data.path`` with the model's anyres processor and vision
+    token counts, the ``data`` section's template, length limit and image paths."""
     d = config.data
     return SupervisedDataset(
         d.path,
@@ -36,8 +70,6 @@ def build_sft_dataset(config: Config, tokenizer, model):
 
 def build_plan(config: Config, lengths: list[int], world_size: int, epoch: int) -> list[list]:
     """The global steps of ``epoch``: each a list of W × G batches (lists of indices, or of rows when packed)."""
-    from xgenmm_data.samplers import LengthGroupedSampler, PackedBatchSampler
-
     t, d = config.train, config.data
     virtual = world_size * t.grad_accum
     if d.batching == "packed":
@@ -112,9 +144,12 @@ class PlanSteps:
             )
 
     def describe(self) -> str:
+        """The data part of the trainer's start line."""
         return f"{len(self.dataset)} samples, {self.steps_per_epoch} steps/epoch"
 
     def epoch_steps(self, epoch: int, start: int):
+        """This rank's optimizer steps of ``epoch`` from plan step ``start``: each a list of ``grad_accum``
+        collated micro-batches."""
         plan = build_plan(self.config, self.dataset.lengths, self.world_size, epoch)
         loader = step_loader(
             self.dataset, self.collate_fn, plan, start, self.rank, self.world_size, self.config
@@ -124,10 +159,11 @@ class PlanSteps:
             yield [next(batches) for _ in range(self.config.train.grad_accum)]
 
     def state_dict(self):
+        """None: the trainer's step counter is the whole data position."""
         return None
 
     def load_state_dict(self, state) -> None:
-        pass
+        """Nothing to restore (see ``state_dict``)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -137,8 +173,6 @@ class PlanSteps:
 def _normalise_preference(record: dict, where: str) -> dict:
     """LLaVA-like ``{conversations (prompt), chosen, rejected, image}`` or ``{prompt, chosen, rejected, image(s)}``
     → the LLaVA-like form. Raises ValueError naming the record."""
-    from xgenmm_data.processing import BadSample, record_messages
-
     try:
         record_messages(record)  # an object whose turns have a known role and a string value
     except BadSample as e:
@@ -179,9 +213,6 @@ class PreferenceDataset(Dataset):
     labels cover only the final reply). Images are decoded once per pair and shared."""
 
     def __init__(self, path: str, tokenizer, model, config: Config):
-        from xgenmm_data.processing import SampleProcessor
-        from xgenmm_data.sources import Mixture, resolve_image_path
-
         d = config.data
         mixture = Mixture.from_path(path, path_map=d.path_map or None, image_root=d.image_folder)
         self.processor = SampleProcessor(
@@ -213,6 +244,7 @@ class PreferenceDataset(Dataset):
 
     @property
     def ids(self) -> list:
+        """The record id of each pair, in dataset order."""
         return [p[0].id for p in self.pairs]
 
     def __len__(self):
@@ -232,8 +264,6 @@ class PreferenceCollator:
     """Pairs → one batch of 2B rows: chosen rows first, then rejected rows; plus ``index`` (B,)."""
 
     def __init__(self, pad_token_id: int):
-        from xgenmm_data.collate import DataCollator
-
         self.collate = DataCollator(pad_token_id)
 
     def __call__(self, pairs: list[dict]) -> dict:
@@ -246,8 +276,10 @@ __all__ = [
     "PlanSteps",
     "PreferenceCollator",
     "PreferenceDataset",
+    "all_texts",
     "build_plan",
     "build_sft_dataset",
+    "mixture_texts",
     "rank_batches",
     "step_loader",
 ]

@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 
 from .config import Config
-from .data import PreferenceCollator, PreferenceDataset
+from .data import PreferenceCollator, PreferenceDataset, mixture_texts
 from .losses import dpo_loss
-from .trainer import StepContext, all_reduce_sum, model_inputs, to_device, train
+from .modeling import base_model
+from .recipe import Recipe, StepContext, all_reduce_sum, model_inputs, to_device
+from .trainer import train
 
 
 def pair_logps(model_or_engine, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -38,7 +40,9 @@ def pair_logps(model_or_engine, batch: dict) -> tuple[torch.Tensor, torch.Tensor
     return logps[:B], logps[B:], n_chosen
 
 
-class DPORecipe:
+class DPORecipe(Recipe):
+    """Sigmoid DPO on preference pairs against the ``dpo.reference`` policy (see the module docstring)."""
+
     bar_keys = ("loss", "reward_acc", "margin")
 
     def __init__(self):
@@ -46,21 +50,19 @@ class DPORecipe:
         self.ref_model = None
 
     def texts(self, config: Config) -> list[str]:
-        from xgenmm_data.sources import load_mixture
-
-        from .synthetic import all_texts
-
-        return all_texts([r.record for r in load_mixture(config.data.path)])
+        """The prompt, chosen and rejected strings of every record of ``data.path`` (init=tiny)."""
+        return mixture_texts(config.data.path)
 
     def build_data(self, config: Config, model, tokenizer):
-        from .modeling import base_model
-
+        """→ (``PreferenceDataset`` of ``data.path``, ``PreferenceCollator``: chosen rows, then rejected rows)."""
         dataset = PreferenceDataset(config.data.path, tokenizer, base_model(model), config)
         return dataset, PreferenceCollator(tokenizer.pad_token_id)
 
     # -- reference policy -------------------------------------------------------------------------------------
 
     def prepare(self, config, engine, dataset, collate, rank, world, device) -> None:
+        """The reference policy from the starting weights: a frozen copy (``model``), the log-probs of every
+        pair (``precompute``), or nothing to do (``lora``: the adapters are switched off per batch)."""
         ref = config.dpo.reference
         if ref == "model":
             self.ref_model = copy.deepcopy(engine.module).eval().requires_grad_(False)
@@ -71,6 +73,7 @@ class DPORecipe:
             )
 
     def reference(self, ctx: StepContext, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference policy's summed log-probs of a device batch → (chosen (B,), rejected (B,))."""
         ref = ctx.config.dpo.reference
         if ref == "precompute":
             rows = self.ref_logps[batch["index"].cpu()]
@@ -89,6 +92,8 @@ class DPORecipe:
     # -- one step ---------------------------------------------------------------------------------------------
 
     def train_step(self, ctx: StepContext, micro: list[dict]) -> dict:
+        """Each micro-batch backpropagates the sum of its pairs' losses × W / (pairs of the step on all ranks)
+        → this rank's sums: loss, pairs, rewards, accuracy, margin, tokens, samples."""
         d = ctx.config.dpo
         engine = ctx.engine
         n_local = sum(int(b["index"].numel()) for b in micro)
@@ -115,6 +120,7 @@ class DPORecipe:
         return sums
 
     def metrics(self, sums: dict) -> dict:
+        """Means over the step's pairs: loss, rewards/chosen, rewards/rejected, reward_acc, margin."""
         n = max(sums["pairs"], 1.0)
         return {
             "loss": sums["loss_sum"] / n,
@@ -125,13 +131,11 @@ class DPORecipe:
         }
 
     def summary_rows(self, last: dict) -> list:
+        """The final loss and reward accuracy."""
         return [
             ("final loss", last.get("loss", float("nan"))),
             ("reward accuracy", last.get("reward_acc", 0.0)),
         ]
-
-    def finish(self, config, engine, tokenizer, rank, world, device) -> dict:
-        return {}
 
 
 @torch.no_grad()
@@ -186,6 +190,7 @@ def precompute_reference(
 
 
 def all_reduce_max(value: float, device) -> float:
+    """The largest ``value`` over the ranks (one process: the value)."""
     t = torch.tensor([value], dtype=torch.float64, device=device)
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
@@ -193,6 +198,7 @@ def all_reduce_max(value: float, device) -> float:
 
 
 def run_dpo(config: Config) -> dict:
+    """Run a DPO job (``trainer.train`` with ``DPORecipe``) → the run's summary dict."""
     return train(config, DPORecipe())
 
 

@@ -24,6 +24,11 @@ class CheckpointError(TrainError):
     one that could not be written."""
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A NaN/inf loss with ``train.nan_policy=stop``, or non-finite weights before a checkpoint save; the message
+    names the optimizer step."""
+
+
 class Preempted(Exception):
     """SIGTERM/SIGUSR1 arrived: the trainer finished the step, wrote ``checkpoint`` and stopped."""
 
@@ -35,4 +40,4 @@ class Preempted(Exception):
         )
 
 
-__all__ = ["EXIT_ERROR", "EXIT_PREEMPTED", "CheckpointError", "Preempted", "TrainError"]
+__all__ = ["EXIT_ERROR", "EXIT_PREEMPTED", "CheckpointError", "NonFiniteLoss", "Preempted", "TrainError"]

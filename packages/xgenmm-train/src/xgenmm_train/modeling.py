@@ -4,9 +4,15 @@ and saving weights with ``save_pretrained`` (safetensors; under ZeRO-3 the shard
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import peft
 import torch
+from safetensors import safe_open
+
+from xgenmm_lm import XGenMM, build_tokenizer, compose_model, tiny_config, train_tiny_tokenizer
+from xgenmm_lm.attention import segment_lengths_as_tensor
 
 from .config import Config
 from .errors import TrainError
@@ -31,8 +37,6 @@ def init_dir(config: Config) -> Path:
 
 def _damaged_safetensors(folder: Path) -> str | None:
     """The first ``*.safetensors`` file under ``folder`` whose header cannot be read (e.g. a truncated copy)."""
-    from safetensors import safe_open
-
     for f in sorted(folder.glob("*.safetensors")):
         try:
             with safe_open(f, framework="pt") as h:
@@ -45,8 +49,6 @@ def _damaged_safetensors(folder: Path) -> str | None:
 def load_pretrained(path, attn: str):
     """``XGenMM.from_pretrained`` + ``build_tokenizer`` → (model, tokenizer); a missing or damaged checkpoint
     raises TrainError naming the file and what to do."""
-    from xgenmm_lm import XGenMM, build_tokenizer
-
     try:
         return XGenMM.from_pretrained(path, attn_implementation=attn), build_tokenizer(path)
     except Exception as e:
@@ -69,8 +71,6 @@ def load_pretrained(path, attn: str):
 
 def build_model(config: Config, texts=None, rank: int = 0):
     """→ (model, tokenizer). ``texts``: a callable returning training strings (only for init=tiny)."""
-    from xgenmm_lm import XGenMM, compose_model, tiny_config, train_tiny_tokenizer
-
     m = config.model
     attn = m.attn_implementation
     if m.init == "pretrained":
@@ -142,8 +142,6 @@ def compile_regions(model, **compile_kwargs) -> None:
     decoder layer runs outside the graph (``xgenmm_lm.attention``) and receives the sample lengths as a CPU
     tensor (a forward pre-hook on the decoder), so a new number of samples per row does not recompile.
     Checkpointing and LoRA compose: the checkpointed call recomputes the compiled block."""
-    from xgenmm_lm.attention import segment_lengths_as_tensor
-
     for module in compiled_regions(model):
         module.compile(**compile_kwargs)
     lm = base_model(model).lang_model
@@ -165,8 +163,6 @@ def apply_lora(model, config: Config, base: str | None = None):
     (``modules_to_save``) when ``lora.train_sampler``. With adapters disabled the model is the starting model.
     ``base``: the base checkpoint written into the saved ``adapter_config.json`` (``base_model_name_or_path``;
     peft would take ``model.name_or_path``, which an ``XGenMM`` does not have, and write None)."""
-    import peft
-
     lc = config.lora
     peft_config = peft.LoraConfig(
         r=lc.r,
@@ -182,6 +178,7 @@ def apply_lora(model, config: Config, base: str | None = None):
 
 
 def is_peft(model) -> bool:
+    """Whether ``model`` is peft-wrapped (LoRA adapters)."""
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
@@ -191,6 +188,7 @@ def base_model(model):
 
 
 def count_parameters(model) -> tuple[int, int]:
+    """→ (all parameters, trainable parameters) of ``model``, in elements."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
@@ -201,11 +199,9 @@ def save_weights(
 ) -> None:
     """Called on every rank: ``out_dir/model`` (XGenMM.save_pretrained) or, with LoRA, ``out_dir/adapter``
     (peft safetensors) unless ``merge_lora``, which saves merged full weights in ``out_dir/model``."""
-    import contextlib
-
     gather = contextlib.nullcontext()
     if zero_stage == 3:
-        import deepspeed
+        import deepspeed  # on use (see the docstring of distributed.py: ~2 s and a log line on every --help)
 
         gather = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
     with gather:
@@ -221,6 +217,7 @@ def save_weights(
 
 
 def all_finite(model) -> bool:
+    """Whether every trainable parameter of ``model`` is finite (checked before each checkpoint save)."""
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
 
 

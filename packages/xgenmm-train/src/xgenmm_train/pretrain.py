@@ -2,7 +2,7 @@
 
 Same engine, DeepSpeed set-up, checkpoints and loss normalisation as SFT (`PretrainRecipe` inherits
 `SFTRecipe.train_step`: summed token CE over the supervised tokens of the whole optimizer step); what differs is
-the data:
+the data (`texts`, `build_data`, `step_source`, `finish` below):
 
 * `data.path` is a stream mixture YAML (`xgenmm_data.StreamMixture`: streams of shard URLs by weight, shuffle
   buffer, seed); each rank reads its own shards (`urls[rank::W][worker::N]`), so there is no global plan and
@@ -23,10 +23,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from xgenmm_data import Batched, DataCollator, PackedRows, PretrainProcessor, ShardStream
+from xgenmm_vision import pil_resize, torch_resize
+
 from .config import Config
+from .modeling import base_model
 from .sft import SFTRecipe
 from .trainer import train
 
@@ -36,23 +41,18 @@ class BaseResolution:
     as the anyres processor does for its base crop (one perceiver group per image)."""
 
     def __init__(self, model, resize_backend: str = "pil"):
-        from xgenmm_vision import pil_resize, torch_resize
-
         self.size = model.config.vision_config.image_size
         self.resize_backend = resize_backend
-        self._pil, self._torch = pil_resize, torch_resize
         self.mean = torch.tensor(model.config.image_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(model.config.image_std, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, image):
-        import numpy as np
-
         image = image.convert("RGB")
         s = self.size
         if self.resize_backend == "torch":
-            pixels = self._torch(torch.from_numpy(np.array(image, dtype=np.uint8)), (s, s))
+            pixels = torch_resize(torch.from_numpy(np.array(image, dtype=np.uint8)), (s, s))
         else:
-            pixels = torch.from_numpy(np.array(self._pil(image, (s, s)), dtype=np.uint8))
+            pixels = torch.from_numpy(np.array(pil_resize(image, (s, s)), dtype=np.uint8))
         pixels = pixels.permute(2, 0, 1).float().div_(255).sub_(self.mean).div_(self.std)
         return pixels.unsqueeze(0), image.size
 
@@ -86,12 +86,15 @@ class StreamSteps:
         )
 
     def describe(self) -> str:
+        """The data part of the trainer's start line: each stream's shards and weight."""
         sources = ", ".join(
             f"{s.name} ({len(s.urls)} shard(s), weight {s.weight:g})" for s in self.stream.mixture.sources
         )
         return f"streams {sources}"
 
     def epoch_steps(self, epoch: int, start: int):
+        """Steps ``start..max_steps`` of this rank's stream, each a list of ``grad_accum`` collated micro-batches;
+        a stream that ends first raises naming the rank and the step."""
         batches = iter(self.loader)
         for step in range(start, self.steps_per_epoch):
             micro = []
@@ -109,9 +112,11 @@ class StreamSteps:
             yield micro
 
     def state_dict(self) -> list:
+        """The stream position of every rank (collective)."""
         return _gather(self.stream.state_dict(), self.world_size)
 
     def load_state_dict(self, state) -> None:
+        """Restore this rank's stream position from a checkpoint of a run with the same number of processes."""
         if state is None:
             raise ValueError(
                 "checkpoint has no stream position (trainer_state.json 'data'): not a pretrain run"
@@ -127,12 +132,8 @@ class StreamSteps:
 class PretrainRecipe(SFTRecipe):
     """SFT's step and loss on a `ShardStream` of caption / interleaved samples."""
 
-    step_source = StreamSteps
-
     def texts(self, config: Config, limit: int = 2000) -> list[str]:
         """Caption / document texts of the first `limit` stream samples (to train a tiny tokenizer on)."""
-        from xgenmm_data import ShardStream
-
         out = []
         for sample in ShardStream(config.data.path, rank=0, world_size=1):
             out.append(sample["text"].replace("<image>", " ").replace("<|endofchunk|>", " "))
@@ -141,10 +142,8 @@ class PretrainRecipe(SFTRecipe):
         return out
 
     def build_data(self, config: Config, model, tokenizer):
-        from xgenmm_data import Batched, DataCollator, PackedRows, PretrainProcessor, ShardStream
-
-        from .modeling import base_model
-
+        """→ (this rank's ``ShardStream`` of ``data.path`` yielding collated micro-batches, padded or packed;
+        the ``DataCollator``). The images: anyres crops, or one base-resolution crop (``data.image_mode``)."""
         d = config.data
         model = base_model(model)
         train_new_token_rows(model, config)
@@ -180,7 +179,12 @@ class PretrainRecipe(SFTRecipe):
         self.stream = stream
         return stream, collate
 
+    def step_source(self, config: Config, dataset, collate_fn, rank: int, world_size: int) -> StreamSteps:
+        """The steps of this rank's stream (no plan: ``train.max_steps`` sets the length)."""
+        return StreamSteps(config, dataset, collate_fn, rank, world_size)
+
     def finish(self, config, engine, tokenizer, rank, world, device) -> dict:
+        """The streams' read and bad-sample counts over all ranks (collective); rank 0 prints them."""
         reports = _gather(self.stream.report(), world)
         samples = sum(r["samples"] for r in reports)
         bad: dict = {}
@@ -197,8 +201,8 @@ class PretrainRecipe(SFTRecipe):
             print(line, file=sys.stderr)
         return {"stream_samples": samples, "stream_bad": bad, "stream_shard_errors": shard_errors}
 
-    @staticmethod
-    def next_command(config: Config, ckpt: Path | None) -> str:
+    def next_command(self, config: Config, ckpt: Path | None) -> str:
+        """The SFT command that continues from the pre-trained model."""
         if ckpt is None:
             return ""
         return f"uv run xgenmm-train sft --config <sft.yaml> model.path={ckpt / 'model'} data.path=<llava mixture>"
@@ -221,6 +225,7 @@ def _rank_world() -> tuple[int, int]:
 
 
 def run_pretrain(config: Config) -> dict:
+    """Run a pre-training job (``trainer.train`` with ``PretrainRecipe``) → the run's summary dict."""
     return train(config, PretrainRecipe())
 
 

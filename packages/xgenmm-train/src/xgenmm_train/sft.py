@@ -10,32 +10,59 @@ which is what makes packed and unpacked batches give the same loss.
 
 from __future__ import annotations
 
+from xgenmm_data import DataCollator
+
 from .config import Config
-from .data import build_sft_dataset
+from .data import build_sft_dataset, mixture_texts
 from .errors import TrainError
 from .losses import count_supervised_tokens
 from .modeling import base_model
-from .trainer import StepContext, all_reduce_sum, model_inputs, to_device, train
+from .recipe import Recipe, StepContext, all_reduce_sum, model_inputs, to_device
+from .trainer import train
 
 
-class SFTRecipe:
+class SFTRecipe(Recipe):
+    """Supervised fine-tuning on LLaVA records: the summed shifted token CE of the step over its supervised
+    tokens (see the module docstring). ``train_step`` is the whole step; the methods below it are what it calls."""
+
     bar_keys = ("loss", "lr")
 
     def texts(self, config: Config) -> list[str]:
-        """Strings to train a tiny tokenizer on (init=tiny)."""
-        from xgenmm_data.sources import load_mixture
-
-        from .synthetic import all_texts
-
-        return all_texts([r.record for r in load_mixture(config.data.path)])
+        """The strings of every record of ``data.path`` (to train a tiny tokenizer on, init=tiny)."""
+        return mixture_texts(config.data.path)
 
     def build_data(self, config: Config, model, tokenizer):
-        from xgenmm_data.collate import DataCollator
-
+        """→ (``SupervisedDataset`` of ``data.path``, ``DataCollator``); kept for the stand-in batch."""
         dataset = build_sft_dataset(config, tokenizer, model)
         self.dataset, self.collate = dataset, DataCollator(tokenizer.pad_token_id)
         self._stand_in = None
         return dataset, self.collate
+
+    def train_step(self, ctx: StepContext, micro: list[dict]) -> dict:
+        """Each micro-batch backpropagates ``sum_CE × W / N_step`` (N_step: supervised tokens of the step on all
+        ranks) → this rank's sums: loss_sum, supervised, tokens, samples."""
+        engine = ctx.engine
+        n_local = sum(count_supervised_tokens(b["labels"]) for b in micro)
+        n_step = all_reduce_sum([n_local], ctx.device)[0]
+        scale = ctx.world_size / max(n_step, 1.0)
+        loss_sum = tokens = samples = 0.0
+        for batch in micro:
+            if batch["input_ids"].shape[0] == 0:  # every sample failed to load: no tokens, the step goes on
+                _, ce_sum = self.ce_sum(engine, to_device(self.stand_in(), ctx.device))
+                engine.backward(ctx.guard(ce_sum * 0.0), scale_wrt_gas=False)
+                ctx.engine_step()
+                ctx.empty += 1
+                continue
+            batch = to_device(batch, ctx.device)
+            out, ce_sum = self.ce_sum_with_vision(engine, batch, ctx.device)
+            loss = ctx.guard(ce_sum * scale)
+            engine.backward(loss, scale_wrt_gas=False)
+            ctx.engine_step()
+            if bool(ce_sum.isfinite()):
+                loss_sum += float(ce_sum.detach())
+            tokens += float(out.attention_mask.sum())
+            samples += _num_samples(batch)
+        return {"loss_sum": loss_sum, "supervised": n_local, "tokens": tokens, "samples": samples}
 
     def stand_in(self) -> dict:
         """A one-sample batch (the first sample with an image that loads) for a micro-batch whose samples all
@@ -71,51 +98,19 @@ class SFTRecipe:
         finally:
             hook.remove()
 
-    def prepare(self, config, engine, dataset, collate, rank, world, device) -> None:
-        pass
-
     def ce_sum(self, engine, batch: dict):
-        """Forward one device batch → (model output, summed shifted CE over its supervised tokens).
+        """Forward one device batch → (model output, summed shifted CE over its supervised tokens (scalar)).
 
         `token_logps`: the LM head and the fp32 cross-entropy run only on the supervised positions."""
         out = engine(**model_inputs(batch), token_logps=True)
         return out, -out.token_logps.sum()
 
-    def train_step(self, ctx: StepContext, micro: list[dict]) -> dict:
-        engine = ctx.engine
-        n_local = sum(count_supervised_tokens(b["labels"]) for b in micro)
-        n_step = all_reduce_sum([n_local], ctx.device)[0]
-        scale = ctx.world_size / max(n_step, 1.0)
-        loss_sum = tokens = samples = 0.0
-        for batch in micro:
-            if batch["input_ids"].shape[0] == 0:  # every sample failed to load: no tokens, the step goes on
-                _, ce_sum = self.ce_sum(engine, to_device(self.stand_in(), ctx.device))
-                engine.backward(ctx.guard(ce_sum * 0.0), scale_wrt_gas=False)
-                ctx.engine_step()
-                ctx.empty += 1
-                continue
-            batch = to_device(batch, ctx.device)
-            out, ce_sum = self.ce_sum_with_vision(engine, batch, ctx.device)
-            loss = ctx.guard(ce_sum * scale)
-            engine.backward(loss, scale_wrt_gas=False)
-            ctx.engine_step()
-            if bool(ce_sum.isfinite()):
-                loss_sum += float(ce_sum.detach())
-            tokens += float(out.attention_mask.sum())
-            samples += _num_samples(batch)
-        return {"loss_sum": loss_sum, "supervised": n_local, "tokens": tokens, "samples": samples}
-
     def metrics(self, sums: dict) -> dict:
+        """loss = summed CE / supervised tokens of the step (all ranks), and that token count."""
         return {
             "loss": sums["loss_sum"] / max(sums["supervised"], 1.0),
             "supervised_tokens": int(sums["supervised"]),
         }
-
-    def summary_rows(self, last: dict) -> list:
-        return [("final loss", last.get("loss", float("nan")))]
-
-    def finish(self, config, engine, tokenizer, rank, world, device) -> dict:
-        return {}
 
 
 def _num_samples(batch: dict) -> int:
@@ -125,6 +120,7 @@ def _num_samples(batch: dict) -> int:
 
 
 def run_sft(config: Config) -> dict:
+    """Run an SFT job (``trainer.train`` with ``SFTRecipe``) → the run's summary dict."""
     return train(config, SFTRecipe())
 
 

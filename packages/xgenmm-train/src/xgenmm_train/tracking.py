@@ -1,13 +1,29 @@
 """Observability on rank 0: ``metrics.jsonl``, a tqdm bar, optional tensorboard/wandb, ``loss.png`` and the
-end-of-run summary table. Other ranks get a logger that does nothing."""
+end-of-run summary table. Other ranks get a logger that does nothing.
+
+tensorboard, wandb and matplotlib (the ``plot`` extra) are optional: each is imported only when the config asks
+for it, and a missing one is named.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .config import Config, to_dict
+from .errors import TrainError
+
+
+def _optional(module: str, package: str, key: str):
+    """``importlib.import_module(module)``, or a TrainError naming the config key and the package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise TrainError(f"{key}=true needs the '{package}' package ({e}); pip install {package}") from None
 
 
 class MetricsLogger:
@@ -29,21 +45,18 @@ class MetricsLogger:
             kept = [json.dumps(r) for r in read_metrics(self.run_dir) if r["step"] <= initial_step]
             self.path.write_text("".join(ln + "\n" for ln in kept))
         if config.logging.progress_bar:
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=total_steps, initial=initial_step, desc=config.task, dynamic_ncols=True)
         if config.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            tensorboard = _optional("torch.utils.tensorboard", "tensorboard", "logging.tensorboard")
+            self.tb = tensorboard.SummaryWriter(str(self.run_dir / "tensorboard"))
         if config.logging.wandb:
-            import wandb
-
+            wandb = _optional("wandb", "wandb", "logging.wandb")
             self.wandb = wandb.init(
                 project=config.logging.wandb_project, dir=str(self.run_dir), config=to_dict(config)
             )
 
     def log(self, step: int, metrics: dict) -> None:
+        """Append ``{"step": step, **metrics}`` to metrics.jsonl (and tensorboard / wandb when on)."""
         if not self.enabled:
             return
         record = {"step": step, **{k: _scalar(v) for k, v in metrics.items()}}
@@ -57,11 +70,13 @@ class MetricsLogger:
             self.wandb.log(record, step=step)
 
     def progress(self, n: int, postfix: dict) -> None:
+        """Advance the progress bar by ``n`` steps, showing ``postfix`` (short numbers)."""
         if self.bar is not None:
             self.bar.set_postfix({k: _short(v) for k, v in postfix.items()}, refresh=False)
             self.bar.update(n)
 
     def close(self) -> None:
+        """Close the progress bar, tensorboard writer and wandb run."""
         if self.bar is not None:
             self.bar.close()
         if self.tb is not None:
@@ -97,7 +112,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 def plot_loss(run_dir: str | Path, key: str = "loss") -> Path | None:
     """``loss.png`` from metrics.jsonl; returns None (quietly) without the `plot` extra."""
-    try:
+    try:  # the optional `plot` extra (matplotlib): imported only here
         import matplotlib
 
         matplotlib.use("Agg")
@@ -129,10 +144,13 @@ def summary_table(rows: list[tuple[str, str]]) -> str:
 
 
 class Timer:
+    """Wall-clock seconds since it was made (``time.perf_counter``)."""
+
     def __init__(self):
         self.start = time.perf_counter()
 
     def elapsed(self) -> float:
+        """Seconds since the timer was made."""
         return time.perf_counter() - self.start
 
 

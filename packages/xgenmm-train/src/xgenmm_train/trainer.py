@@ -1,10 +1,10 @@
-"""The training loop shared by SFT and DPO: distributed set-up, model, DeepSpeed engine, step plan, resume,
-NaN policy, logging and checkpoints. A *recipe* (``sft.SFTRecipe``, ``dpo.DPORecipe``) supplies the data and
-the loss of one optimizer step.
+"""The training loop shared by pre-training, SFT and DPO: distributed set-up, model, DeepSpeed engine, step plan,
+resume, NaN policy, logging and checkpoints. A recipe (:class:`~xgenmm_train.recipe.Recipe`: ``SFTRecipe``,
+``DPORecipe``, ``PretrainRecipe``) supplies the data and the loss of one optimizer step.
 
 Order of operations: init distributed → build model (seeded with ``train.seed`` on every rank) → reseed with
-``seed + rank`` → data and plan → engine → recipe.prepare (e.g. reference log-probs) → resume → steps → final
-checkpoint → summary.
+``seed + rank`` → data and step source → engine → recipe.prepare (e.g. reference log-probs) → resume → steps
+→ final checkpoint → recipe.finish → summary.
 
 SIGTERM / SIGUSR1 (cluster preemption) only set a flag: the ranks agree on it after the optimizer step in
 progress, write a checkpoint of that step and raise :class:`~xgenmm_train.errors.Preempted` (the CLI exits 75).
@@ -15,7 +15,6 @@ its rank (the recipe forwards a stand-in with loss × 0), so distributed runs st
 from __future__ import annotations
 
 import random
-import shlex
 import signal
 import sys
 import threading
@@ -26,15 +25,11 @@ import torch
 
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import Config, to_yaml
-from .data import PlanSteps
 from .distributed import build_engine, init_distributed
-from .errors import Preempted
+from .errors import NonFiniteLoss, Preempted
 from .modeling import all_finite, build_model, count_parameters, save_weights
+from .recipe import Recipe, StepContext, all_reduce_sum, model_inputs, to_device
 from .tracking import MetricsLogger, Timer, plot_loss, summary_table
-
-
-class NonFiniteLoss(FloatingPointError):
-    pass
 
 
 class StopSignals:
@@ -61,113 +56,16 @@ class StopSignals:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's RNGs (the trainer reseeds with ``train.seed + rank``)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def all_reduce_sum(values: list[float], device) -> list[float]:
-    """Sum ``values`` over the ranks (float64). One process: the values themselves, without the round trip
-    through the device (each round trip waits for the GPU to finish all queued work)."""
-    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
-        return [float(v) for v in values]
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-def to_device(batch: dict, device) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            out[k] = v.to(device, non_blocking=True)
-        elif k == "pixel_values":
-            out[k] = [[p.to(device, non_blocking=True) for p in row] for row in v]
-        else:
-            out[k] = v
-    return out
-
-
-MODEL_INPUTS = (
-    "input_ids",
-    "attention_mask",
-    "labels",
-    "pixel_values",
-    "image_sizes",
-    "position_ids",
-    "segment_ids",
-)
-
-
-def model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
-
-
-class StepContext:
-    """What a recipe needs inside one optimizer step."""
-
-    def __init__(self, engine, device, world_size: int, config: Config, step: int):
-        self.engine, self.device, self.world_size, self.config, self.step = (
-            engine,
-            device,
-            world_size,
-            config,
-            step,
-        )
-        self.skipped = 0
-        self.empty = 0
-        self.grad_norm: float | None = None
-        # DeepSpeed reports the gradient norm only when its own optimizer wrapper (ZeRO, bf16, fp16) computes it.
-        self._own_norm = not hasattr(engine.optimizer, "_global_grad_norm")
-
-    def zero_loss(self) -> torch.Tensor:
-        """A loss of 0 that reaches every trainable parameter, so each gets a (zero) gradient and DeepSpeed's
-        gradient reduction runs on this rank as on the others."""
-        params = [p for p in self.engine.module.parameters() if p.requires_grad]
-        return sum(p.reshape(-1)[:1].sum() for p in params) * 0.0
-
-    def engine_step(self) -> None:
-        """``engine.step()``; at the accumulation boundary first records the pre-clip global gradient norm when
-        DeepSpeed does not (ZeRO-0 with fp32: the gradients are already averaged over the ranks here)."""
-        if self._own_norm and self.engine.is_gradient_accumulation_boundary():
-            norms = [
-                torch.linalg.vector_norm(p.grad.float())
-                for p in self.engine.module.parameters()
-                if p.requires_grad and p.grad is not None
-            ]
-            self.grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-        self.engine.step()
-
-    def global_grad_norm(self) -> float:
-        if self.grad_norm is not None:
-            return self.grad_norm
-        return float(self.engine.get_global_grad_norm() or 0.0)
-
-    def guard(self, loss: torch.Tensor) -> torch.Tensor:
-        """NaN/inf policy, agreed across ranks: ``stop`` raises naming the step; ``skip`` replaces the
-        micro-batch's loss by a zero loss (its gradient contribution is dropped, the step goes on)."""
-        bad = all_reduce_sum([0.0 if bool(torch.isfinite(loss)) else 1.0], self.device)[0]
-        if not bad:
-            return loss
-        if self.config.train.nan_policy == "stop":
-            raise NonFiniteLoss(
-                f"non-finite loss ({loss.item()}) at optimizer step {self.step + 1}; stopping without saving "
-                "(set train.nan_policy=skip to drop such micro-batches)"
-            )
-        self.skipped += 1
-        return self.zero_loss()
-
-
-def _next_command(config: Config, ckpt: Path | None) -> str:
-    if ckpt is None:
-        return ""
-    if config.lora.enabled and not config.lora.merge_on_save:
-        return f"weights: {ckpt / 'adapter'} (peft adapter)"
-    return f"uv run xgenmm-eval run --model {ckpt / 'model'} --data <llava.json> --image-folder <dir>"
-
-
-def train(config: Config, recipe) -> dict:
-    """Run a training job; returns the summary dict (rank 0 also prints the summary table)."""
+def train(config: Config, recipe: Recipe) -> dict:
+    """Run a training job with ``recipe`` (see :class:`~xgenmm_train.recipe.Recipe` for when each hook is
+    called) → the summary dict (steps, samples, tokens, time_s, final_metrics, checkpoint and the recipe's
+    ``finish`` entries); rank 0 also prints the summary table."""
     timer = Timer()
     rank, world, device = init_distributed()
     run_dir = Path(config.run_dir)
@@ -180,9 +78,7 @@ def train(config: Config, recipe) -> dict:
     model, tokenizer = build_model(config, texts=lambda: recipe.texts(config), rank=rank)
     seed_everything(t.seed + rank)
     dataset, collate = recipe.build_data(config, model, tokenizer)
-    # the recipe's own step source (pretrain: a shard stream), else the step plan of a map-style dataset
-    make_source = getattr(recipe, "step_source", PlanSteps)
-    source = make_source(config, dataset, collate, rank, world)
+    source = recipe.step_source(config, dataset, collate, rank, world)
     steps_per_epoch = source.steps_per_epoch
     total_steps = steps_per_epoch * t.epochs
     if t.max_steps is not None:
@@ -291,7 +187,7 @@ def train(config: Config, recipe) -> dict:
             last_saved = do_save(step, final=not stop_requested)
     if stop_requested:
         raise Preempted(signals.received or "a signal on another rank", step, last_saved)
-    summary = recipe.finish(config, engine, tokenizer, rank, world, device) or {}
+    summary = recipe.finish(config, engine, tokenizer, rank, world, device)
     elapsed = elapsed0 + timer.elapsed()
     result = {
         "steps": step,
@@ -319,15 +215,20 @@ def train(config: Config, recipe) -> dict:
         ]
         if plot is not None:
             rows.append(("loss plot", str(plot)))
-        nxt = getattr(recipe, "next_command", _next_command)(config, last_saved)
+        nxt = recipe.next_command(config, last_saved)
         if nxt:
             rows.append(("next", nxt))
         print(summary_table(rows), file=sys.stderr)
     return result
 
 
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in sys.argv)
-
-
-__all__ = ["NonFiniteLoss", "StepContext", "StopSignals", "model_inputs", "to_device", "train"]
+# NonFiniteLoss (errors.py), StepContext, model_inputs and to_device (recipe.py) are importable from here too.
+__all__ = [
+    "NonFiniteLoss",
+    "StepContext",
+    "StopSignals",
+    "model_inputs",
+    "seed_everything",
+    "to_device",
+    "train",
+]

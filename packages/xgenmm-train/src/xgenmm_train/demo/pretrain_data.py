@@ -1,7 +1,7 @@
 """Synthetic pre-training shards for the embedded default pre-training run (demo only: no real recipe imports it).
 
 ``make_pretrain_data(out_dir)`` draws one coloured shape in one quadrant of a dark square canvas (the SFT demo's
-renderer, ``synthetic.draw_single``) and writes, in the formats real pre-training data comes in::
+renderer, ``sft_data.draw_single``) and writes, in the formats real pre-training data comes in::
 
     out_dir/captions/captions-00000.tar ...   caption shards as img2dataset writes them: KEY.png + KEY.txt + KEY.json
     out_dir/docs.jsonl, out_dir/doc-images/   interleaved documents (OBELICS layout: texts / images per position)
@@ -24,9 +24,22 @@ import json
 import random
 from pathlib import Path
 
+import webdataset as wds
 from PIL import ImageDraw
 
-from .synthetic import COLOURS, POSITIONS, SHAPES, _canvas, _draw_shape, _quadrant_box
+from xgenmm_data import write_interleaved_shards
+
+from .sft_data import (
+    COLOURS,
+    NUMBERS,
+    POSITIONS,
+    QUESTIONS,
+    SHAPES,
+    SYSTEM,
+    _canvas,
+    _draw_shape,
+    _quadrant_box,
+)
 
 VERSION = "2"  # bump when the generated data changes (the default run regenerates an older one)
 ATTRIBUTES = {"colour": list(COLOURS), "shape": SHAPES, "position": POSITIONS}
@@ -35,6 +48,7 @@ TITLES = ["Some shapes.", "Shapes on a dark background.", "A page of pictures.",
 
 
 def caption(colour: str, shape: str, position: str) -> str:
+    """The caption of a picture, e.g. ``a red circle in the top left``."""
     return f"a {colour} {shape} in the {position}"
 
 
@@ -76,8 +90,6 @@ def _png(image) -> bytes:
 
 def write_caption_shards(out: Path, rng: random.Random, n: int, per_shard: int) -> list[Path]:
     """img2dataset layout: per key KEY.png, KEY.txt (the caption) and KEY.json ({caption, key, status, ...})."""
-    import webdataset as wds
-
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for s in range(0, n, per_shard):
@@ -129,8 +141,6 @@ def make_pretrain_data(
     seed: int = 0,
 ) -> dict:
     """Write the demo shards, mixture and held-out set (see the module docstring) → dict of the written paths."""
-    from xgenmm_data import write_interleaved_shards
-
     out_dir = Path(out_dir)
     rng = random.Random(seed)
     write_caption_shards(out_dir / "captions", rng, n_captions, per_shard)
@@ -167,8 +177,6 @@ def make_pretrain_data(
 def corpus() -> list[str]:
     """Texts for the demo's tokenizer: every caption word, the titles, and the SFT demo's questions (so the
     tokenizer also serves the SFT run that continues from the pre-trained model)."""
-    from .synthetic import NUMBERS, QUESTIONS, SYSTEM
-
     texts = [caption(c, s, p) + "." for c in COLOURS for s in SHAPES for p in POSITIONS]
     texts += TITLES + [SYSTEM] + list(QUESTIONS.values()) + NUMBERS + ["first", "second"]
     return texts * 4

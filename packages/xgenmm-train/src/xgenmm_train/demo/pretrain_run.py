@@ -1,6 +1,6 @@
 """The embedded default pre-training run: ``uv run xgenmm-train pretrain`` (a CPU demo; no real recipe imports it).
 
-1. writes the demo data into ``<run_dir>/data`` once (``synthetic_pretrain``: img2dataset caption shards,
+1. writes the demo data into ``<run_dir>/data`` once (``pretrain_data``: img2dataset caption shards,
    interleaved document shards, their stream mixture, held-out pictures);
 2. writes the "pretrained" parts into ``<run_dir>/parts`` once: a tiny Phi-3-shaped LM with a tokenizer trained in
    code, and a tiny SigLIP tower (both random: stand-ins for the hub models a real run composes);
@@ -14,40 +14,46 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+from PIL import Image
+from transformers import Phi3Config, Phi3ForCausalLM, SiglipVisionConfig
 
-from .config import Config, load_config
-from .default_run import _cpu_threads, _fresh_start, configs_dir, format_accuracy, versioned_data
+from xgenmm_lm import XGenMM, build_tokenizer, train_tiny_tokenizer
+from xgenmm_lm.inference import generate_texts
+from xgenmm_vision import SiglipVisionEncoder
+
+from ..config import Config, load_config
+from ..pretrain import run_pretrain
+from .common import (
+    configs_dir,
+    cpu_threads,
+    format_accuracy,
+    fresh_start,
+    is_rank0,
+    keep_final_model,
+    versioned_data,
+)
+from .pretrain_data import ATTRIBUTES, CHANCE, VERSION, corpus, make_pretrain_data, parse_caption
 
 PRETRAIN_CONFIG = "default-pretrain.yaml"
 
 
 def default_pretrain_config(overrides: list[str] | None = None) -> Config:
+    """``configs/default-pretrain.yaml`` with dotted ``overrides``."""
     return load_config(configs_dir() / PRETRAIN_CONFIG, overrides)
 
 
 def ensure_data(data_dir: Path) -> dict:
     """Generate the demo shards into ``data_dir`` unless a complete set of the current version is there."""
-    from .synthetic_pretrain import VERSION, make_pretrain_data
-
     files = {"mixture": data_dir / "mixture.yaml", "heldout": data_dir / "heldout.json"}
     return versioned_data(data_dir, VERSION, make_pretrain_data, files)
 
 
 def ensure_parts(config: Config) -> None:
     """The tiny stand-ins for a pretrained LM (+ tokenizer) and SigLIP at ``model.text_model`` / ``vision_model``."""
-    from transformers import Phi3Config, Phi3ForCausalLM, SiglipVisionConfig
-
-    from xgenmm_lm import train_tiny_tokenizer
-    from xgenmm_vision import SiglipVisionEncoder
-
-    from .synthetic_pretrain import corpus
-
     lm_dir, vision_dir = Path(config.model.text_model), Path(config.model.vision_model)
     if (lm_dir / "config.json").is_file() and (vision_dir / "config.json").is_file():
         return
@@ -86,15 +92,9 @@ def ensure_parts(config: Config) -> None:
 @torch.no_grad()
 def evaluate_captions(
     model, tokenizer, heldout: Path, batch_size: int = 64, max_new_tokens: int = 12
-) -> dict:
-    """Greedy captions of the held-out pictures from the prompt ``<image>`` → {attribute: (accuracy, chance, n)}
-    (an attribute is right when the first value of it the caption names is the picture's)."""
-    from PIL import Image
-
-    from xgenmm_lm.inference import generate_texts
-
-    from .synthetic_pretrain import ATTRIBUTES, CHANCE, parse_caption
-
+) -> tuple[dict, list[str]]:
+    """Greedy captions of the held-out pictures from the prompt ``<image>`` → ({attribute: (accuracy, chance,
+    n)}, the captions); an attribute is right when the first value of it the caption names is the picture's."""
     items = json.loads(heldout.read_text())
     images = [Image.open(heldout.parent / it["image"]).convert("RGB") for it in items]
     model.eval()
@@ -115,26 +115,21 @@ def evaluate_captions(
 
 
 def run_default_pretrain(overrides: list[str] | None = None) -> dict:
-    from xgenmm_lm import XGenMM, build_tokenizer
-
-    from .pretrain import run_pretrain
-
-    _cpu_threads()
+    """The default pre-training run (see the module docstring) → ``run_pretrain``'s summary plus
+    ``final_model``, ``heldout_accuracy`` ({attribute: accuracy}) and ``sft_command``."""
+    cpu_threads()
     config = default_pretrain_config(overrides)
     run_dir = Path(config.run_dir)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
+    rank0 = is_rank0()
     if rank0:
-        _fresh_start(config)
+        fresh_start(config)
         ensure_data(run_dir / "data")
         ensure_parts(config)
     result = run_pretrain(config)
     if not rank0 or not config.eval.path:
         return result
     weights = Path(result["checkpoint"]) / "model"
-    final = run_dir / "final-model"  # a fixed path for the SFT command below
-    if final.exists():
-        shutil.rmtree(final)
-    shutil.copytree(weights, final)
+    final = keep_final_model(weights, run_dir)  # a fixed path for the SFT command below
     result["final_model"] = str(final)
     model = XGenMM.from_pretrained(final)
     tokenizer = build_tokenizer(final)

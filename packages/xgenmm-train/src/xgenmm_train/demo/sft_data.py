@@ -1,4 +1,4 @@
-"""A synthetic visual-question dataset in real LLaVA format, for the embedded default run.
+"""A synthetic visual-question dataset in real LLaVA format, for the embedded default SFT and DPO runs (demo).
 
 ``make_dataset(out_dir)`` draws coloured shapes on dark canvases of varied sizes (so anyres picks different
 grids), saves them as PNG files and writes::
@@ -186,6 +186,8 @@ def _image_field(images: list[str]):
 
 
 def to_sft_record(idx: int, item: dict, follow_up: dict | None = None) -> dict:
+    """An item as a LLaVA record: a short system turn, the question (``<image>`` per picture), the answer; with
+    ``follow_up`` a second question and answer about the same picture."""
     conv = [
         {"from": "system", "value": SYSTEM},
         {"from": "human", "value": _human_turn(item)},
@@ -208,6 +210,7 @@ def to_eval_record(item: dict) -> dict:
 
 
 def to_dpo_record(idx: int, item: dict) -> dict:
+    """An item as a preference record: the prompt conversation, the right answer chosen, a wrong one rejected."""
     return {
         "id": f"pref-{idx:06d}",
         **_image_field(item["images"]),
@@ -269,23 +272,6 @@ def make_dataset(
     return paths
 
 
-def all_texts(records: list[dict]) -> list[str]:
-    """Every conversation/preference string of a list of records (to train a tiny tokenizer on). Records that
-    fail the data package's record check (`xgenmm_data.record_messages`) are left out here: the dataset
-    reports, counts and skips them."""
-    from xgenmm_data.processing import BadSample, record_messages
-
-    texts = []
-    for r in records:
-        try:
-            messages = record_messages(r)
-        except BadSample:
-            continue
-        texts += [m["content"] for m in messages]
-        texts += [r[k] for k in ("chosen", "rejected", "question", "answer") if isinstance(r.get(k), str)]
-    return texts
-
-
 __all__ = [
     "CHANCE",
     "SYSTEM",
@@ -293,7 +279,6 @@ __all__ = [
     "POSITIONS",
     "QUESTIONS",
     "SHAPES",
-    "all_texts",
     "make_dataset",
     "make_item",
 ]
