@@ -73,8 +73,8 @@ def bench(run: Run, args) -> dict:
     from xgenmm_train.distributed import build_engine, free_port, init_distributed
     from xgenmm_train.dpo import DPORecipe
     from xgenmm_train.modeling import prepare_model
+    from xgenmm_train.recipe import StepContext
     from xgenmm_train.sft import SFTRecipe
-    from xgenmm_train.trainer import StepContext
 
     wall0 = time.perf_counter()
     config, bench_cfg = load_run(run.overrides, args.tiny)

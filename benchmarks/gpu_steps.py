@@ -58,8 +58,8 @@ def legacy_recipe():
     """SFTRecipe with the loss as it was before the token-logps path: full (B, L', V) logits, fp32 CE over all
     of them, and the model's own (unused) loss kept alive through backward. For `bench.loss=full`."""
     from xgenmm_train.losses import sft_loss_sum
+    from xgenmm_train.recipe import model_inputs
     from xgenmm_train.sft import SFTRecipe
-    from xgenmm_train.trainer import model_inputs
 
     class LegacyLoss(SFTRecipe):
         def ce_sum(self, engine, batch):
@@ -90,7 +90,7 @@ def loss_before_update(recipe, ctx, batch) -> float:
     """SFT: mean CE per supervised token; DPO: mean DPO loss (log 2 while the policy is the reference)."""
     from xgenmm_train.dpo import pair_logps
     from xgenmm_train.losses import IGNORE_INDEX, dpo_loss
-    from xgenmm_train.trainer import to_device
+    from xgenmm_train.recipe import to_device
 
     # With grad enabled, as in training: a compiled model then reuses its training graphs (no_grad would
     # compile a second, inference set first).
@@ -110,7 +110,7 @@ def phase_step(engine, recipe, batch, device, grad_accum: int, cuda: bool) -> di
     import torch
 
     from xgenmm_train.losses import count_supervised_tokens
-    from xgenmm_train.trainer import to_device
+    from xgenmm_train.recipe import to_device
 
     def mark():
         if cuda:

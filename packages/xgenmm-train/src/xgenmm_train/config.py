@@ -54,7 +54,7 @@ class ModelConfig:
     num_latents: int = 128
     sampler: dict[str, Any] = field(default_factory=dict)
     compose_overrides: dict[str, Any] = field(default_factory=dict)
-    # Trainable parts (spec §1.8: vision encoder frozen, sampler and LM trained).
+    # Trainable parts (the original's `set_trainable`: vision encoder frozen, sampler and LM trained).
     train_vision_encoder: bool = False
     train_vision_tokenizer: bool = True
     train_lang_model: bool = True
@@ -77,9 +77,10 @@ class DataConfig:
     """The ``data`` section: where the records or shards are, template, image handling, batching (padded or
     packed), DataLoader workers."""
 
-    # A LLaVA JSON file, a directory of JSON files or a mixture YAML (spec §3.2).
+    # A LLaVA JSON file, a directory of JSON files or a mixture YAML (the original's `--data_path`).
     path: str | None = None
-    # Optional image-path map (first substring key wins, spec §3.3) and base folder for relative paths.
+    # Optional image-path map (first substring key wins, as the original's image folder dict) and base folder
+    # for relative paths.
     image_folder: str | None = None
     path_map: dict[str, str] = field(default_factory=dict)
     template: str = "phi_3"

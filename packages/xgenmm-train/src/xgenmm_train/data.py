@@ -2,10 +2,10 @@
 record texts a tiny tokenizer is trained on.
 
 Step plan: the data package's samplers are built with ``world_size = W × G`` virtual ranks (W processes,
-G gradient-accumulation micro-batches), as the reference does (spec §3.6). One global step of the plan is
-one optimizer step; process r takes batches ``[m·W + r for m in range(G)]``. So 1 process × 2 accumulation
-steps and 2 processes × 1 see the very same samples in every optimizer step, each sample once per epoch,
-and a resume starts at step k by slicing the plan (no skipped batch is ever read).
+G gradient-accumulation micro-batches), as the reference does (LAVIS `sft_data_utils.LengthGroupedSampler`).
+One global step of the plan is one optimizer step; process r takes batches ``[m·W + r for m in range(G)]``. So
+1 process × 2 accumulation steps and 2 processes × 1 see the very same samples in every optimizer step, each
+sample once per epoch, and a resume starts at step k by slicing the plan (no skipped batch is ever read).
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def param_groups(params: list, max_elements: int) -> list[dict]:
 
 
 def build_optimizer(params: list, config: Config) -> torch.optim.Optimizer:
-    """AdamW over ``params`` (the same hyper-parameters for all, spec §1.8; param groups of at most
+    """AdamW over ``params`` (the same hyper-parameters for all, as the original; param groups of at most
     ``train.optimizer_group_params`` elements, see ``param_groups``), the implementation chosen by
     ``train.optimizer``.
 

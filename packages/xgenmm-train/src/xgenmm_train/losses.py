@@ -1,10 +1,11 @@
 """Token-level losses for SFT and DPO.
 
 SFT normalisation (differs from the reference on purpose): the reference averages the cross-entropy over the
-supervised tokens of each micro-batch and then averages micro-batches (spec §4.5), so a micro-batch with few
-supervised tokens weighs as much as a long one. Here each micro-batch contributes ``sum of token CE`` and the
-optimizer step divides by the number of supervised tokens across ALL micro-batches of the step on ALL ranks,
-so the gradient is the same whatever the micro-batch split, the packing or the number of GPUs.
+supervised tokens of each micro-batch and then averages micro-batches (LAVIS
+`train_utils.finetune_one_epoch`), so a micro-batch with few supervised tokens weighs as much as a long one.
+Here each micro-batch contributes ``sum of token CE`` and the optimizer step divides by the number of
+supervised tokens across ALL micro-batches of the step on ALL ranks, so the gradient is the same whatever the
+micro-batch split, the packing or the number of GPUs.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Loss of one optimizer step = (sum over every micro-batch on every rank of the sh
 supervised tokens in all of them). Each micro-batch backpropagates ``sum_CE × W / N_step``: DeepSpeed then
 averages gradients over the W ranks, giving exactly the gradient of the step loss (``scale_wrt_gas=False``,
 so DeepSpeed does not divide by the accumulation steps again). The reference instead averages per micro-batch
-(spec §4.5); ours makes the result independent of how samples are split into micro-batches, rows or GPUs,
-which is what makes packed and unpacked batches give the same loss.
+(LAVIS `train_utils.finetune_one_epoch`); ours makes the result independent of how samples are split into
+micro-batches, rows or GPUs, which is what makes packed and unpacked batches give the same loss.
 """
 
 from __future__ import annotations
