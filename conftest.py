@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -97,7 +98,7 @@ def bin_dir() -> str:
     return str(Path(sys.executable).parent)
 
 
-def test_env(extra: dict | None = None) -> dict:
+def command_env(extra: dict | None = None) -> dict:
     """os.environ with this environment's scripts first on PATH, no hub access, plus `extra`."""
     env = dict(os.environ, PATH=f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}")
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -110,7 +111,7 @@ def expand(command: str, cwd: Path, env: dict | None = None) -> list[str]:
     p = subprocess.run(
         ["bash", "-c", "printf '%s\\0' " + command],
         cwd=cwd,
-        env=test_env(env),
+        env=command_env(env),
         capture_output=True,
         text=True,
         check=True,
@@ -143,13 +144,19 @@ def run(
     args = strip_uv_run(expand(command, cwd, env)) + list(append)
     if args[:2] == ["python", "-c"]:
         code = args[2]
-        return _in_process(lambda: exec(compile(code, "<python -c>", "exec"), {"__name__": "__main__"}),
-                           args, cwd, env, stdin)  # fmt: skip
+        return _in_process(
+            lambda: exec(compile(code, "<python -c>", "exec"), {"__name__": "__main__"}),
+            args,
+            cwd,
+            env,
+            stdin,
+        )
     script = _console_script(args[0])
     if script is not None:
         return _in_process(script, args, cwd, env, stdin)
-    p = subprocess.run(args, cwd=cwd, env=test_env(env), input=stdin, capture_output=True, text=True,
-                       timeout=timeout)  # fmt: skip
+    p = subprocess.run(
+        args, cwd=cwd, env=command_env(env), input=stdin, capture_output=True, text=True, timeout=timeout
+    )
     return Result(p.returncode, p.stdout, p.stderr)
 
 
@@ -193,7 +200,7 @@ def pip_install(command: str, folder: Path, cwd: Path = ROOT) -> Path:
     ).strip()
     here = sysconfig.get_paths()["purelib"]
     (Path(purelib) / "_outer_test_env.pth").write_text(f"import site; site.addsitedir({here!r})\n")
-    env = test_env({"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    env = command_env({"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     p = subprocess.run([python, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, (command, p.stdout[-3000:], p.stderr[-3000:])
     return python
@@ -203,7 +210,7 @@ def imported_from(python: Path, modules: list[str]) -> dict[str, str]:
     """{module: the file `python` imports it from}."""
     code = "import importlib, json; print(json.dumps({m: importlib.import_module(m).__file__ for m in %r}))"
     out = subprocess.check_output([python, "-c", code % (modules,)], cwd=python.parents[2], text=True)
-    return __import__("json").loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def ci_package_tests(package: str) -> list[str]:
@@ -226,7 +233,7 @@ class ReadmeTools:
     run = staticmethod(run)
     expand = staticmethod(expand)
     strip_uv_run = staticmethod(strip_uv_run)
-    env = staticmethod(test_env)
+    env = staticmethod(command_env)
     pip_install = staticmethod(pip_install)
     imported_from = staticmethod(imported_from)
     ci_package_tests = staticmethod(ci_package_tests)
