@@ -1,4 +1,5 @@
-"""Root-level tests: the benchmark scripts (benchmarks/), run as `python -m benchmarks.<name>` from the root."""
+"""Root-level tests: the benchmark scripts (benchmarks/), run as `python -m benchmarks.<name>` from the root, and
+the root README (test_readme.py)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import pytest
 
 @pytest.mark.slow
 def test_generate_benchmark_quick_runs(run_benchmark):
-    # the lm README's command, as written there
+    # the tiny model on the CPU, the dynamic and the static KV cache
     report = run_benchmark("bench_generate", "--quick", "--caches", "dynamic", "static")
     assert set(report["results"]) == {"batch_1", "batch_8"} and report["cache_implementation"] == "dynamic"
     assert report["results"]["batch_8"]["decode_tokens_per_s"] > 0

@@ -1,41 +1,23 @@
-"""The package README's commands and Python blocks run as written, in order, in a fresh folder; every `print(...)`
-prints what its comment says."""
+"""Every block and command of the package README runs as written, in order, in a fresh folder; every `print(...)`
+prints what its comment says. The `readme` fixture is the repository's conftest.py."""
 
 import contextlib
 import importlib.util
 import io
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = Path(__file__).resolve().parents[3] / "docs" / "sections" / "lm.md"  # the root README's lm section
 
 
-def blocks():
-    return re.findall(r"```(bash|python)\n(.*?)```", README.read_text(), flags=re.S)
-
-
-def run_bash(body: str, cwd: Path) -> None:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    for line in body.splitlines():
-        # Installing and the benchmark (tests/test_bench_generate.py at the root runs it) are not part of this.
-        if not line.startswith("uv run ") or line.startswith("uv run python -m benchmarks."):
-            continue
-        if "lavis-to-xgenmm" in line:  # a LAVIS .pt of the tiny model, as the original's training writes it
-            from xgenmm_lm import XGenMM
-
-            state = XGenMM.from_pretrained(cwd / "tiny-xgenmm").state_dict()
-            torch.save({"model_state_dict": state, "epoch": 0}, cwd / "lavis-checkpoint.pt")
-        command = line.removeprefix("uv run ").split("  #")[0]
-        command = command.replace("python -c", f"{sys.executable} -c", 1)
-        r = subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, (command, r.stdout[-2000:], r.stderr[-2000:])
+def test_every_command_of_the_readme_is_run_below(readme):
+    doc = readme.open(README)
+    assert doc.sections_with_commands() == ["Install alone", "Load, chat template, generate", "Convert weights",
+                                            "Tests"]  # fmt: skip
+    assert len(doc.commands()) == 6
 
 
 def run_python(body: str, namespace: dict) -> None:
@@ -52,25 +34,37 @@ def run_python(body: str, namespace: dict) -> None:
     assert printed == expected, body
 
 
-def walk(tmp_path, monkeypatch, with_compile: bool) -> list[str]:
+def walk(readme, tmp_path, monkeypatch, with_compile: bool) -> list[str]:
+    """The usage sections' blocks in README order (installing and the CI command: their own tests below)."""
     monkeypatch.chdir(tmp_path)
+    doc = readme.open(README)
     namespace, ran = {}, []
-    for lang, body in blocks():
+    for lang, body in [block for section in doc.sections()[1:-1] for block in doc.blocks(section)]:
         if lang == "bash":
-            run_bash(body, tmp_path)
-        elif "compile_config" in body and not with_compile:
+            for command in readme.commands_of(body):
+                if (
+                    "lavis-to-xgenmm" in command
+                ):  # a LAVIS .pt of the tiny model, as the original's training writes it
+                    from xgenmm_lm import XGenMM
+
+                    state = XGenMM.from_pretrained(tmp_path / "tiny-xgenmm").state_dict()
+                    torch.save({"model_state_dict": state, "epoch": 0}, tmp_path / "lavis-checkpoint.pt")
+                r = readme.run(command, tmp_path)
+                assert r.returncode == 0, (command, r.stdout[-2000:], r.stderr[-2000:])
+                ran.append(command)
+        elif lang != "python" or "compile_config" in body and not with_compile:
             continue
         elif "torchao" in body and importlib.util.find_spec("torchao") is None:
             continue  # the `quantization` extra: installed in xgenmm-lm's own test environment
         else:
             run_python(body, namespace)
-        ran.append(body.splitlines()[0])
+            ran.append(body.splitlines()[0])
     return ran
 
 
-def test_readme_runs_as_written(tmp_path, monkeypatch):
-    ran = walk(tmp_path, monkeypatch, with_compile=False)
-    assert len(ran) >= 6
+def test_readme_runs_as_written(readme, tmp_path, monkeypatch):
+    ran = walk(readme, tmp_path, monkeypatch, with_compile=False)
+    assert len(ran) >= 8
     for folder in (
         "tiny-xgenmm",
         "tiny-copy",
@@ -80,14 +74,29 @@ def test_readme_runs_as_written(tmp_path, monkeypatch):
         "tiny-from-lavis",
     ):
         assert (tmp_path / folder / "config.json").is_file(), folder
-    if SECTION.exists():  # a checkout, not the package installed alone
-        code = re.search(r"```python\n(.*?)```", SECTION.read_text(), flags=re.S).group(1)
-        stdout = io.StringIO()
-        with contextlib.redirect_stdout(stdout):
-            exec(compile(code, str(SECTION), "exec"), {})
-        assert re.search(r"^\[.*\]$", stdout.getvalue().strip().splitlines()[-1])  # one decoded answer
 
 
 @pytest.mark.slow
-def test_readme_compile_block_runs_as_written(tmp_path, monkeypatch):
-    walk(tmp_path, monkeypatch, with_compile=True)
+def test_readme_compile_block_runs_as_written(readme, tmp_path, monkeypatch):
+    walk(readme, tmp_path, monkeypatch, with_compile=True)
+
+
+def test_convert_help_named_in_the_api_runs(readme, tmp_path):
+    assert "`xgenmm-convert --help`" in readme.open(README).section("API")
+    r = readme.run("xgenmm-convert --help", tmp_path)
+    assert r.returncode == 0 and all(
+        c in r.stdout for c in ("hf-to-xgenmm", "xgenmm-to-hf", "lavis-to-xgenmm")
+    )
+
+
+@pytest.mark.slow  # a fresh virtual environment and three wheel builds (~30 s)
+def test_install_command_installs_the_package_alone(readme, tmp_path):
+    (command,) = readme.open(README).commands("Install alone")
+    python = readme.pip_install(command, tmp_path / "venv")
+    files = readme.imported_from(python, ["xgenmm_sampler", "xgenmm_vision", "xgenmm_lm"])
+    assert all(f.startswith(str(tmp_path)) for f in files.values()), files
+
+
+def test_tests_command_is_what_ci_runs(readme):
+    (command,) = readme.open(README).commands("Tests")
+    assert readme.expand(command, readme.ROOT) == readme.ci_package_tests("xgenmm-lm")
