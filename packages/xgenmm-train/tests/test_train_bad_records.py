@@ -5,7 +5,10 @@ import json
 
 import pytest
 
+from xgenmm_train.cli import main
+from xgenmm_train.config import to_yaml
 from xgenmm_train.data import _normalise_preference, all_texts
+from xgenmm_train.errors import EXIT_ERROR
 from xgenmm_train.modeling import build_model
 from xgenmm_train.sft import SFTRecipe
 
@@ -46,3 +49,28 @@ def test_tiny_init_reaches_the_dataset_checks(tmp_path, synth, make_config, capl
 def test_preference_records_get_the_same_check(record, reason):
     with pytest.raises(ValueError, match=f"^p.json record 3 \\(id=.*\\): {reason}"):
         _normalise_preference(record, "p.json record 3 (id=None)")
+
+
+@pytest.mark.parametrize("problem", ["missing image", "unreadable image"])
+def test_unusable_preference_record_is_one_line_exit_2(tmp_path, synth, make_config, capsys, problem):
+    """A DPO record whose image is missing (found when the dataset is built) or unreadable (found when the pair
+    is loaded) stops the CLI with the file, record and reason on one line (exit 2), not a traceback."""
+    folder = synth["dpo_train"].parent
+    records = json.loads(synth["dpo_train"].read_text())
+    name = problem.replace(" ", "_")
+    if problem == "unreadable image":
+        (folder / "images" / "not_a_png.png").write_bytes(b"not an image")
+    records[2] = dict(
+        records[2], image="images/not_a_png.png" if problem == "unreadable image" else "images/nope.png"
+    )
+    bad = folder / f"prefs_{name}.json"
+    bad.write_text(json.dumps(records))
+    extra = {"data.image_folder": str(folder), "train.micro_batch_size": 1}
+    config = make_config(tmp_path / "run", bad, task="dpo", **extra)
+    cfg = tmp_path / "dpo.yaml"
+    cfg.write_text(to_yaml(config))
+    assert main(["dpo", "--config", str(cfg)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("xgenmm-train:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"prefs_{name}.json record 2" in lines[0] and problem.split()[0] in lines[0], lines[0]

@@ -15,7 +15,15 @@ from .checkpoint import (
 from .config import Config, ConfigError, load_config, to_yaml
 from .distributed import build_engine, deepspeed_config, init_distributed
 from .dpo import DPORecipe, run_dpo
-from .errors import EXIT_ERROR, EXIT_PREEMPTED, CheckpointError, NonFiniteLoss, Preempted, TrainError
+from .errors import (
+    EXIT_ERROR,
+    EXIT_PREEMPTED,
+    BadPreferenceRecord,
+    CheckpointError,
+    NonFiniteLoss,
+    Preempted,
+    TrainError,
+)
 from .losses import dpo_loss, sequence_logps, sft_loss_sum
 from .pretrain import PretrainRecipe, run_pretrain
 from .recipe import Recipe, StepContext
@@ -51,6 +59,7 @@ __all__ = [
     "save_checkpoint",
     "sequence_logps",
     "sft_loss_sum",
+    "BadPreferenceRecord",
     "TrainError",
     "to_yaml",
     "train",

@@ -29,7 +29,7 @@ from xgenmm_data import (
 )
 
 from .config import Config
-from .errors import TrainError
+from .errors import BadPreferenceRecord, TrainError
 
 
 def all_texts(records: list[dict]) -> list[str]:
@@ -172,25 +172,27 @@ class PlanSteps:
 
 def _normalise_preference(record: dict, where: str) -> dict:
     """LLaVA-like ``{conversations (prompt), chosen, rejected, image}`` or ``{prompt, chosen, rejected, image(s)}``
-    → the LLaVA-like form. Raises ValueError naming the record."""
+    → the LLaVA-like form. Raises BadPreferenceRecord naming the record."""
     try:
         record_messages(record)  # an object whose turns have a known role and a string value
     except BadSample as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise BadPreferenceRecord(f"{where}: {e}") from None
     for key in ("chosen", "rejected"):
         if not isinstance(record.get(key), str) or not record[key].strip():
-            raise ValueError(f"{where}: preference record needs a non-empty string '{key}'")
+            raise BadPreferenceRecord(f"{where}: preference record needs a non-empty string '{key}'")
     out = dict(record)
     if "conversations" not in out:
         if not isinstance(record.get("prompt"), str):
-            raise ValueError(f"{where}: preference record needs 'conversations' or a string 'prompt'")
+            raise BadPreferenceRecord(
+                f"{where}: preference record needs 'conversations' or a string 'prompt'"
+            )
         out["conversations"] = [{"from": "human", "value": record["prompt"]}]
     if "image" not in out and "images" in out:
         imgs = out.pop("images")
         out["image"] = imgs[0] if isinstance(imgs, list) and len(imgs) == 1 else imgs
     conv = out["conversations"]
     if not conv or conv[-1].get("from", conv[-1].get("role")) not in ("human", "user"):
-        raise ValueError(f"{where}: the prompt conversation must end with a human turn")
+        raise BadPreferenceRecord(f"{where}: the prompt conversation must end with a human turn")
     return out
 
 
@@ -210,7 +212,9 @@ def _last_reply_only(labels: torch.Tensor) -> torch.Tensor:
 
 class PreferenceDataset(Dataset):
     """Preference pairs → items ``{"chosen": item, "rejected": item, "index": i}`` (items of the data contract;
-    labels cover only the final reply). Images are decoded once per pair and shared."""
+    labels cover only the final reply). Images are decoded once per pair and shared. A record that cannot be
+    used (bad turns, an image that is missing or unreadable) stops the run with ``BadPreferenceRecord``: a pair
+    is never skipped."""
 
     def __init__(self, path: str, tokenizer, model, config: Config):
         d = config.data
@@ -232,7 +236,7 @@ class PreferenceDataset(Dataset):
                 for p in paths:
                     resolved, err = resolve_image_path(p, mixture.path_map, mixture.image_root)
                     if err:
-                        raise ValueError(f"{ref.where()}: {err}")
+                        raise BadPreferenceRecord(f"{ref.where()}: {err}")
                     ref.images.append(resolved)
             pair = []
             for key in ("chosen", "rejected"):
@@ -251,8 +255,13 @@ class PreferenceDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
+        """Pair ``index`` → {"chosen", "rejected", "index"}; an image that cannot be read stops the run with a
+        ``BadPreferenceRecord`` naming the record."""
         chosen_ref, rejected_ref = self.pairs[index]
-        chosen = self.processor(chosen_ref)
+        try:
+            chosen = self.processor(chosen_ref)
+        except BadSample as e:
+            raise BadPreferenceRecord(f"{chosen_ref.where()}: {e}") from None
         _, enc = self.processor.encode_text(rejected_ref)
         rejected = dict(chosen, input_ids=enc.input_ids, labels=enc.labels)
         chosen["labels"] = _last_reply_only(chosen["labels"])

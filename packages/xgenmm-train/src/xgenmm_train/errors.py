@@ -24,6 +24,11 @@ class CheckpointError(TrainError):
     one that could not be written."""
 
 
+class BadPreferenceRecord(TrainError, ValueError):
+    """A preference (DPO) record that cannot be used: the message names the file, the record and the reason.
+    DPO data is not skipped record by record (a pair with a missing half would bias the loss)."""
+
+
 class NonFiniteLoss(FloatingPointError):
     """A NaN/inf loss with ``train.nan_policy=stop``, or non-finite weights before a checkpoint save; the message
     names the optimizer step."""
