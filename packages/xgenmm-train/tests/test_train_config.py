@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,16 @@ def test_cli_print_config(capsys):
         main(["sft", "--config", str(CONFIGS / "xgenmm-phi3-sft.yaml"), "--print-config", "train.bad=1"]) == 2
     )
     assert "train.bad" in capsys.readouterr().err
+
+
+def test_cli_accepts_the_deepspeed_launchers_local_rank(capsys, monkeypatch):
+    """`deepspeed --module xgenmm_train.cli ...` passes --local_rank=N; LOCAL_RANK (set by the launcher too)
+    is what the run reads, and is set from the flag when missing."""
+    monkeypatch.setenv("LOCAL_RANK", "0")  # recorded, so the test's LOCAL_RANK is undone afterwards
+    monkeypatch.delenv("LOCAL_RANK")
+    assert main(["sft", "--local_rank=3", "--print-config"]) == 0
+    assert "task: sft" in capsys.readouterr().out
+    assert os.environ["LOCAL_RANK"] == "3"
 
 
 def test_optimizer_and_attention_choices(tmp_path, synth, make_config):

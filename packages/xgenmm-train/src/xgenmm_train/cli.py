@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     p.add_argument("--debug", action="store_true", help="show the traceback of errors (also XGENMM_DEBUG=1)")
+    # The `deepspeed` launcher passes --local_rank=N to each process (and sets LOCAL_RANK, which is what
+    # distributed.init_distributed reads); accepted so that `deepspeed --module xgenmm_train.cli ...` works.
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "args",
         nargs="*",
@@ -63,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """``xgenmm-train`` (see the module docstring) → the exit status."""
     args = _parser().parse_intermixed_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     rest = list(args.args)
     args.task = rest.pop(0) if rest and rest[0] in ("sft", "dpo", "pretrain") else None
     args.overrides = rest
