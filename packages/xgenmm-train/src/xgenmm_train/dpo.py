@@ -23,9 +23,10 @@ import torch
 
 from .config import Config
 from .data import PreferenceCollator, PreferenceDataset, mixture_texts
+from .errors import TrainError
 from .losses import dpo_loss
 from .modeling import base_model
-from .recipe import Recipe, StepContext, all_reduce_sum, model_inputs, to_device
+from .recipe import Recipe, StepContext, all_reduce_sum, model_inputs, to_device, vision_tokens_times_zero
 from .trainer import train
 
 
@@ -48,6 +49,7 @@ class DPORecipe(Recipe):
     def __init__(self):
         self.ref_logps: torch.Tensor | None = None  # (N, 2) for reference=precompute
         self.ref_model = None
+        self._stand_in: dict | None = None
 
     def texts(self, config: Config) -> list[str]:
         """The prompt, chosen and rejected strings of every record of ``data.path`` (init=tiny)."""
@@ -56,7 +58,18 @@ class DPORecipe(Recipe):
     def build_data(self, config: Config, model, tokenizer):
         """→ (``PreferenceDataset`` of ``data.path``, ``PreferenceCollator``: chosen rows, then rejected rows)."""
         dataset = PreferenceDataset(config.data.path, tokenizer, base_model(model), config)
-        return dataset, PreferenceCollator(tokenizer.pad_token_id)
+        self.dataset, self.collate = dataset, PreferenceCollator(tokenizer.pad_token_id)
+        return dataset, self.collate
+
+    def stand_in(self) -> dict:
+        """The first pair with an image, collated: its vision tokens × 0 go into a text-only micro-batch's
+        forward (``recipe.vision_tokens_times_zero``), so that ZeRO-2 ranks reduce the same gradients."""
+        if self._stand_in is None:
+            index = next((i for i, pair in enumerate(self.dataset.pairs) if pair[0].images), None)
+            if index is None:
+                raise TrainError("data.path: a text-only pair beside image pairs, but no pair has an image")
+            self._stand_in = self.collate([self.dataset[index]])
+        return self._stand_in
 
     # -- reference policy -------------------------------------------------------------------------------------
 
@@ -104,7 +117,8 @@ class DPORecipe(Recipe):
         for batch in micro:
             batch = to_device(batch, ctx.device)
             rc, rr = self.reference(ctx, batch)
-            pc, pr, n_chosen = pair_logps(engine, batch)
+            with vision_tokens_times_zero(engine, batch, self.stand_in, ctx.device):
+                pc, pr, n_chosen = pair_logps(engine, batch)
             losses, m = dpo_loss(pc, pr, rc, rr, beta=d.beta, label_smoothing=d.label_smoothing)
             if d.rpo_alpha:
                 losses = losses + d.rpo_alpha * (-pc / n_chosen.clamp(min=1))

@@ -16,6 +16,7 @@ and the batch helpers below.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import torch
 from .config import Config
 from .data import PlanSteps
 from .errors import NonFiniteLoss
+from .modeling import base_model
 
 
 class Recipe(abc.ABC):
@@ -113,6 +115,29 @@ def to_device(batch: dict, device) -> dict:
         else:
             out[k] = v
     return out
+
+
+@contextlib.contextmanager
+def vision_tokens_times_zero(engine, batch: dict, stand_in: Callable[[], dict], device):
+    """Around the forward of a text-only micro-batch while a vision part (perceiver, encoder) trains: the vision
+    tokens of ``stand_in()`` (a collated batch with images, on the CPU) × 0 are added to the LM's input
+    embeddings. The backward then gives the vision parameters (zero) gradients in the same order as an image
+    micro-batch does (after the LM's), so ZeRO-2's gradient buckets, filled in that order, match those of an
+    image micro-batch on another rank; the numbers are unchanged (one rank's text-only micro-batch beside
+    another's images used to fail the reduction). Any other micro-batch: nothing is done."""
+    xgenmm = base_model(engine.module)
+    vision = (*xgenmm.vision_tokenizer.parameters(), *xgenmm.vision_encoder.parameters())
+    if any(batch.get("pixel_values") or []) or not any(p.requires_grad for p in vision):
+        yield
+        return
+    images = to_device(stand_in(), device)
+    blocks = xgenmm.encode_images(images["pixel_values"], images["image_sizes"])
+    zero = 0.0 * sum(block.sum() for sample in blocks for block in sample)
+    hook = xgenmm.get_input_embeddings().register_forward_hook(lambda module, args, out: out + zero)
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 MODEL_INPUTS = (

@@ -16,8 +16,7 @@ from .config import Config
 from .data import build_sft_dataset, mixture_texts
 from .errors import TrainError
 from .losses import count_supervised_tokens
-from .modeling import base_model
-from .recipe import Recipe, StepContext, all_reduce_sum, model_inputs, to_device
+from .recipe import Recipe, StepContext, all_reduce_sum, model_inputs, to_device, vision_tokens_times_zero
 from .trainer import train
 
 
@@ -80,23 +79,10 @@ class SFTRecipe(Recipe):
         return self._stand_in
 
     def ce_sum_with_vision(self, engine, batch: dict, device):
-        """`ce_sum`; for a text-only micro-batch while a vision part trains, the stand-in's vision tokens (× 0)
-        are added to the LM's input embeddings first. The backward then gives the vision parameters (zero)
-        gradients in the same order as an image micro-batch does (after the LM's), so ZeRO-2's gradient
-        buckets, filled in that order, match those of an image micro-batch on another rank; the numbers are
-        unchanged (one rank's text-only micro-batch beside another's images used to fail the reduction)."""
-        xgenmm = base_model(engine.module)
-        vision = (*xgenmm.vision_tokenizer.parameters(), *xgenmm.vision_encoder.parameters())
-        if any(batch.get("pixel_values") or []) or not any(p.requires_grad for p in vision):
+        """`ce_sum`, inside `vision_tokens_times_zero` with the stand-in: a text-only micro-batch still reaches
+        the trainable vision parameters (with zero gradients), as ZeRO-2 needs when another rank has images."""
+        with vision_tokens_times_zero(engine, batch, self.stand_in, device):
             return self.ce_sum(engine, batch)
-        stand_in = to_device(self.stand_in(), device)
-        blocks = xgenmm.encode_images(stand_in["pixel_values"], stand_in["image_sizes"])
-        zero = 0.0 * sum(block.sum() for sample in blocks for block in sample)
-        hook = xgenmm.get_input_embeddings().register_forward_hook(lambda module, args, out: out + zero)
-        try:
-            return self.ce_sum(engine, batch)
-        finally:
-            hook.remove()
 
     def ce_sum(self, engine, batch: dict):
         """Forward one device batch → (model output, summed shifted CE over its supervised tokens (scalar)).
