@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -17,6 +18,29 @@ def synth(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("synth")
     return make_dataset(out, n_train=48, n_heldout=12, n_dpo=16, seed=1)
+
+
+@pytest.fixture
+def launch_env() -> dict:
+    """The environment for a training subprocess (CLI or torchrun): one OpenMP thread, offline, and none of the
+    launcher / debug variables of the test process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "XGENMM_DEBUG"):
+        env.pop(k, None)
+    return env
+
+
+@pytest.fixture
+def read_weights():
+    """``read_weights(folder)`` → {name: tensor} of every ``*.safetensors`` file in ``folder``."""
+
+    def _read(folder) -> dict:
+        out = {}
+        for f in sorted(folder.glob("*.safetensors")):
+            out.update(load_file(f))
+        return out
+
+    return _read
 
 
 @pytest.fixture(autouse=True)

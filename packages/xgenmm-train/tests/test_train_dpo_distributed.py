@@ -3,32 +3,16 @@ one rank's pairs are text-only while the other's have images (the perceiver trai
 backward must still reach it; see recipe.vision_tokens_times_zero)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from xgenmm_train.checkpoint import latest_checkpoint
 from xgenmm_train.config import to_yaml
 from xgenmm_train.distributed import free_port
 from xgenmm_train.tracking import read_metrics
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "XGENMM_DEBUG"):
-        env.pop(k, None)
-    return env
-
-
-def _weights(folder):
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
 
 
 def _mixed_preferences(synth, folder):
@@ -44,7 +28,9 @@ def _mixed_preferences(synth, folder):
 
 
 @pytest.mark.slow
-def test_two_processes_with_text_only_pairs_match_one_process_accumulation(tmp_path, synth, make_config):
+def test_two_processes_with_text_only_pairs_match_one_process_accumulation(
+    tmp_path, synth, make_config, launch_env, read_weights
+):
     data, n = _mixed_preferences(synth, synth["dpo_train"].parent)
     common = {
         "data.image_folder": str(data.parent),
@@ -58,13 +44,13 @@ def test_two_processes_with_text_only_pairs_match_one_process_accumulation(tmp_p
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     cmd += ["--master_port", str(free_port()), "-m", "xgenmm_train.cli", "dpo", "--config"]
     p = subprocess.run(
-        [*cmd, str(tmp_path / "two.yaml")], env=_env(), capture_output=True, text=True, timeout=900
+        [*cmd, str(tmp_path / "two.yaml")], env=launch_env, capture_output=True, text=True, timeout=900
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     one = make_config(tmp_path / "one", data, task="dpo", **common, **{"train.grad_accum": 2})
     (tmp_path / "one.yaml").write_text(to_yaml(one))
     cmd = [sys.executable, "-m", "xgenmm_train.cli", "dpo", "--config", str(tmp_path / "one.yaml")]
-    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    p = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
 
     two, one = read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one")
@@ -72,7 +58,7 @@ def test_two_processes_with_text_only_pairs_match_one_process_accumulation(tmp_p
     for a, b in zip(two, one):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
-    wa = _weights(latest_checkpoint(tmp_path / "two") / "model")
-    wb = _weights(latest_checkpoint(tmp_path / "one") / "model")
+    wa = read_weights(latest_checkpoint(tmp_path / "two") / "model")
+    wb = read_weights(latest_checkpoint(tmp_path / "one") / "model")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)

@@ -9,27 +9,12 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from xgenmm_train.checkpoint import latest_checkpoint, list_checkpoints, verify_checkpoint, write_manifest
 from xgenmm_train.cli import main
 from xgenmm_train.config import to_yaml
 from xgenmm_train.errors import EXIT_ERROR, TrainError
 from xgenmm_train.tracking import read_metrics
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "XGENMM_DEBUG"):
-        env.pop(k, None)
-    return env
-
-
-def _weights(folder):
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
 
 
 def _copy_run(src, dst, config, **changes):
@@ -109,11 +94,11 @@ def test_file_errors_are_one_line_with_exit_status_2(tmp_path, synth, make_confi
         del os.environ["XGENMM_DEBUG"]
 
 
-def test_the_real_cli_exits_2_with_one_line(tmp_path, synth, make_config):
+def test_the_real_cli_exits_2_with_one_line(tmp_path, synth, make_config, launch_env):
     config = make_config(tmp_path / "run", tmp_path / "no-such-mixture.yaml")
     (tmp_path / "run.yaml").write_text(to_yaml(config))
     cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config", str(tmp_path / "run.yaml")]
-    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, p.stderr[-3000:]
     assert _error_line(p.stderr) == (
         f"xgenmm-train: error: data: {tmp_path / 'no-such-mixture.yaml'}: mixture file not found; "
@@ -167,7 +152,9 @@ def test_resume_tolerates_a_torn_metrics_line(tmp_path, checkpointed_run):
     assert all(json.loads(ln) for ln in metrics.read_text().splitlines())
 
 
-def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(tmp_path, checkpointed_run, capsys):
+def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(
+    tmp_path, checkpointed_run, capsys, read_weights
+):
     run_dir, config = checkpointed_run
     cfg, _ = _copy_run(run_dir, tmp_path / "run", config)
     step1, step2 = list_checkpoints(tmp_path / "run")
@@ -180,8 +167,8 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(tmp_path, chec
     warnings = [ln for ln in err.splitlines() if ln.startswith("warning: skipping damaged checkpoint")]
     assert len(warnings) == 1 and "step-000002" in warnings[0] and str(step1) in warnings[0]
     assert f"resumed from {step1} at step 1" in err
-    resumed = _weights(latest_checkpoint(tmp_path / "run") / "model")
-    original = _weights(latest_checkpoint(run_dir) / "model")  # the same step 2, never interrupted
+    resumed = read_weights(latest_checkpoint(tmp_path / "run") / "model")
+    original = read_weights(latest_checkpoint(run_dir) / "model")  # the same step 2, never interrupted
     assert resumed.keys() == original.keys()
     assert all(torch.equal(resumed[k], original[k]) for k in original)
 
@@ -190,7 +177,7 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(tmp_path, chec
 # 4. a full disk during a checkpoint write
 
 
-def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, checkpointed_run):
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, checkpointed_run, launch_env):
     import resource
 
     run_dir, config = checkpointed_run
@@ -202,7 +189,9 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, checkpointed
 
     cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config", str(cfg)]
     cmd += ["checkpoint.resume=auto", "train.max_steps=3"]
-    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    p = subprocess.run(
+        cmd, env=launch_env, capture_output=True, text=True, timeout=300, preexec_fn=small_files
+    )
     assert p.returncode == 2, p.stderr[-3000:]
     line = _error_line(p.stderr)
     assert line.startswith(

@@ -8,27 +8,11 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from xgenmm_train.checkpoint import latest_checkpoint, verify_checkpoint
 from xgenmm_train.config import to_yaml
 from xgenmm_train.sft import run_sft
 from xgenmm_train.tracking import read_metrics
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "XGENMM_DEBUG"):
-        env.pop(k, None)
-    return env
-
-
-def _weights(folder):
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. a micro-batch whose every sample fails to load
@@ -72,7 +56,9 @@ def test_empty_micro_batch_runs_the_step_and_logs_the_sample_once(tmp_path, synt
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["empty micro-batch", "text-only beside images"])
-def test_empty_micro_batch_keeps_two_processes_in_step(tmp_path, synth, make_config, case):
+def test_empty_micro_batch_keeps_two_processes_in_step(
+    tmp_path, synth, make_config, case, launch_env, read_weights
+):
     """2 processes (ZeRO-2) against 1 process × 2 accumulation steps (the same plan): the same losses and
     weights, when one rank's micro-batch is empty in one step, and when one rank's micro-batch is text-only
     while the other's has images (the synthetic data mixes both; the vision parts train)."""
@@ -90,13 +76,13 @@ def test_empty_micro_batch_keeps_two_processes_in_step(tmp_path, synth, make_con
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     cmd += ["--master_port", str(free_port()), "-m", "xgenmm_train.cli", "sft", "--config"]
     p = subprocess.run(
-        [*cmd, str(tmp_path / "two.yaml")], env=_env(), capture_output=True, text=True, timeout=900
+        [*cmd, str(tmp_path / "two.yaml")], env=launch_env, capture_output=True, text=True, timeout=900
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     one = make_config(tmp_path / "one", data, **common, **{"train.grad_accum": 2})
     (tmp_path / "one.yaml").write_text(to_yaml(one))
     cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config", str(tmp_path / "one.yaml")]
-    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    p = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
 
     two, one = read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one")
@@ -108,8 +94,8 @@ def test_empty_micro_batch_keeps_two_processes_in_step(tmp_path, synth, make_con
         assert a["supervised_tokens"] == b["supervised_tokens"]
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
-    wa = _weights(latest_checkpoint(tmp_path / "two") / "model")
-    wb = _weights(latest_checkpoint(tmp_path / "one") / "model")
+    wa = read_weights(latest_checkpoint(tmp_path / "two") / "model")
+    wb = read_weights(latest_checkpoint(tmp_path / "one") / "model")
     for k in wa:  # 60 Adam steps of lr 1e-3 from float-rounding differences (ZeRO-2 reduce vs accumulation)
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)
 
@@ -146,7 +132,9 @@ def _wait_for_steps(p, metrics, n, timeout=600):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
-def test_preemption_signal_writes_a_checkpoint_and_resume_is_exact(tmp_path, synth, make_config, signame):
+def test_preemption_signal_writes_a_checkpoint_and_resume_is_exact(
+    tmp_path, synth, make_config, signame, launch_env, read_weights
+):
     import signal
 
     steps = 8
@@ -155,14 +143,14 @@ def test_preemption_signal_writes_a_checkpoint_and_resume_is_exact(tmp_path, syn
     (tmp_path / "full.yaml").write_text(to_yaml(full))
     cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config"]
     p = subprocess.run(
-        [*cmd, str(tmp_path / "full.yaml")], env=_env(), capture_output=True, text=True, timeout=600
+        [*cmd, str(tmp_path / "full.yaml")], env=launch_env, capture_output=True, text=True, timeout=600
     )
     assert p.returncode == 0, p.stderr[-3000:]
 
     stopped = make_config(tmp_path / "stopped", synth["mixture"], **common, **{"checkpoint.resume": "auto"})
     (tmp_path / "stopped.yaml").write_text(to_yaml(stopped))
     p = subprocess.Popen(
-        [*cmd, str(tmp_path / "stopped.yaml")], env=_env(), stderr=subprocess.PIPE, text=True
+        [*cmd, str(tmp_path / "stopped.yaml")], env=launch_env, stderr=subprocess.PIPE, text=True
     )
     _wait_for_steps(p, tmp_path / "stopped" / "metrics.jsonl", 4)
     p.send_signal(getattr(signal, signame))
@@ -174,12 +162,12 @@ def test_preemption_signal_writes_a_checkpoint_and_resume_is_exact(tmp_path, syn
     assert f"xgenmm-train: stopped by {signame} after optimizer step {k}; checkpoint {ckpt} written" in err
 
     p = subprocess.run(
-        [*cmd, str(tmp_path / "stopped.yaml")], env=_env(), capture_output=True, text=True, timeout=600
+        [*cmd, str(tmp_path / "stopped.yaml")], env=launch_env, capture_output=True, text=True, timeout=600
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"resumed from {ckpt} at step {k}" in p.stderr
-    wa = _weights(latest_checkpoint(tmp_path / "full") / "model")
-    wb = _weights(latest_checkpoint(tmp_path / "stopped") / "model")
+    wa = read_weights(latest_checkpoint(tmp_path / "full") / "model")
+    wb = read_weights(latest_checkpoint(tmp_path / "stopped") / "model")
     assert latest_checkpoint(tmp_path / "stopped").name == f"step-{steps:06d}"
     assert wa.keys() == wb.keys() and all(torch.equal(wa[n], wb[n]) for n in wa)
     assert [r["loss"] for r in read_metrics(tmp_path / "full")] == [
@@ -188,7 +176,9 @@ def test_preemption_signal_writes_a_checkpoint_and_resume_is_exact(tmp_path, syn
 
 
 @pytest.mark.slow
-def test_sigterm_under_torchrun_two_processes_and_exact_resume(tmp_path, synth, make_config):
+def test_sigterm_under_torchrun_two_processes_and_exact_resume(
+    tmp_path, synth, make_config, launch_env, read_weights
+):
     import signal
 
     from xgenmm_train.distributed import free_port
@@ -205,12 +195,12 @@ def test_sigterm_under_torchrun_two_processes_and_exact_resume(tmp_path, synth, 
         (tmp_path / f"{name}.yaml").write_text(
             to_yaml(make_config(tmp_path / name, synth["mixture"], **common))
         )
-    p = subprocess.run(torchrun("full"), env=_env(), capture_output=True, text=True, timeout=900)
+    p = subprocess.run(torchrun("full"), env=launch_env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
 
     # As a cluster preempts a job: SIGTERM to every process of it (torchrun forwards it to the workers too).
     p = subprocess.Popen(
-        torchrun("stopped"), env=_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
+        torchrun("stopped"), env=launch_env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     _wait_for_steps(p, tmp_path / "stopped" / "metrics.jsonl", 2)
     os.killpg(p.pid, signal.SIGTERM)
@@ -222,9 +212,9 @@ def test_sigterm_under_torchrun_two_processes_and_exact_resume(tmp_path, synth, 
     assert f"stopped by SIGTERM after optimizer step {k}" in err
     assert verify_checkpoint(ckpt) is None
 
-    p = subprocess.run(torchrun("stopped"), env=_env(), capture_output=True, text=True, timeout=900)
+    p = subprocess.run(torchrun("stopped"), env=launch_env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"resumed from {ckpt} at step {k}" in p.stderr
-    wa = _weights(latest_checkpoint(tmp_path / "full") / "model")
-    wb = _weights(latest_checkpoint(tmp_path / "stopped") / "model")
+    wa = read_weights(latest_checkpoint(tmp_path / "full") / "model")
+    wb = read_weights(latest_checkpoint(tmp_path / "stopped") / "model")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[n], wb[n]) for n in wa)
