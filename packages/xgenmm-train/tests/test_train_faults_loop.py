@@ -137,8 +137,10 @@ def test_preemption_signal_writes_a_checkpoint_and_resume_is_exact(
 ):
     import signal
 
-    steps = 8
-    common = {"train.max_steps": steps, "checkpoint.save_every": 3}
+    # The signal comes after step 6 is seen; periodic saves at 5 and 10 leave a window of 3 steps before the
+    # next one (with save_every 3 after step 4, an idle machine once reached the periodic save at 6 first).
+    steps, every, seen = 12, 5, 6
+    common = {"train.max_steps": steps, "checkpoint.save_every": every}
     full = make_config(tmp_path / "full", synth["mixture"], **common)
     (tmp_path / "full.yaml").write_text(to_yaml(full))
     cmd = [sys.executable, "-m", "xgenmm_train.cli", "sft", "--config"]
@@ -152,13 +154,13 @@ def test_preemption_signal_writes_a_checkpoint_and_resume_is_exact(
     p = subprocess.Popen(
         [*cmd, str(tmp_path / "stopped.yaml")], env=launch_env, stderr=subprocess.PIPE, text=True
     )
-    _wait_for_steps(p, tmp_path / "stopped" / "metrics.jsonl", 4)
+    _wait_for_steps(p, tmp_path / "stopped" / "metrics.jsonl", seen)
     p.send_signal(getattr(signal, signame))
     _, err = p.communicate(timeout=600)
     assert p.returncode == 75, err[-3000:]
     ckpt = latest_checkpoint(tmp_path / "stopped")
     k = int(ckpt.name.split("-")[1])
-    assert 4 <= k < steps and k % 3 != 0  # the step in progress, not a periodic save
+    assert seen <= k < steps and k % every != 0  # the step in progress, not a periodic save
     assert f"xgenmm-train: stopped by {signame} after optimizer step {k}; checkpoint {ckpt} written" in err
 
     p = subprocess.run(
